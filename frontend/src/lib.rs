@@ -1,1 +1,19 @@
-//! placeholder
+//! Kiln's frontend: the spec language.
+//!
+//! A model is a TOML spec ([`spec`]) whose bindings are written in a small expression language
+//! ([`expr`]). [`lower`] evaluates a spec against a checkpoint's `config.json` and produces a
+//! verified [`kiln_ir::Graph`]. Composite operations (layer norm, silu, token shift, causal
+//! convolution, ...) are spec functions in the prelude (`models/prelude.toml`), embedded here.
+//! Every error is a [`Diagnostic`] naming the file, line and column.
+
+pub mod expr;
+pub mod lower;
+pub mod source;
+pub mod spec;
+
+pub use lower::{compile, CompileOptions};
+pub use source::{Diagnostic, Location, SourceFile};
+pub use spec::{parse_spec, SpecFile};
+
+/// The prelude's source text.
+pub const PRELUDE: &str = include_str!("../../models/prelude.toml");
