@@ -1,1 +1,65 @@
-//! placeholder
+//! Kiln's executors. For now: the reference interpreter ([`Interpreter`]), which defines what a
+//! graph computes; the JIT and every graph pass are checked against it.
+//!
+//! Every executor implements [`Executable`]: inputs bind `graph.inputs()` by position, the
+//! sequence length `T` is read off the inputs ([`check_inputs`]), and the results come back in
+//! the order of `graph.outputs()`. Tensors ([`Tensor`]) may borrow their data, so weights can be
+//! passed straight from a memory-mapped checkpoint.
+//!
+//! Guarantee: no executor panics on bad input; every failure is an [`ExecError`] whose message is
+//! one line naming the input, or the node (`%N`), its spec location and the enclosing scans.
+
+pub mod error;
+mod inputs;
+mod interp;
+pub mod tensor;
+
+pub use error::{ExecError, Location, NodeErrorKind, ScanFrame, Scope};
+pub use inputs::check_inputs;
+pub use tensor::{Dims, Tensor, TensorData, TensorType};
+
+use interp::eval::run_plan;
+use interp::plan::{Binding, Plan};
+use kiln_ir::Graph;
+
+/// Something that runs a graph: `inputs[i]` binds `graph.inputs()[i]`, and the results are
+/// `graph.outputs()` in order.
+pub trait Executable {
+    fn run(&self, inputs: &[Tensor<'_>]) -> Result<Vec<Tensor<'static>>, ExecError>;
+}
+
+/// The reference interpreter for one graph.
+///
+/// Construction derives the execution plan (topological order, last uses, scan body plans)
+/// once; a structurally broken graph (a cycle, a dangling output, ...) is reported by every
+/// [`Executable::run`]. Run [`kiln_ir::verify`] first to get all of a graph's problems at once.
+#[derive(Debug)]
+pub struct Interpreter {
+    graph: Graph,
+    plan: Result<Plan, ExecError>,
+}
+
+impl Interpreter {
+    pub fn new(graph: Graph) -> Interpreter {
+        let plan = Plan::build(&graph, Binding::Positional);
+        Interpreter { graph, plan }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Gives the graph back.
+    pub fn into_graph(self) -> Graph {
+        self.graph
+    }
+}
+
+impl Executable for Interpreter {
+    fn run(&self, inputs: &[Tensor<'_>]) -> Result<Vec<Tensor<'static>>, ExecError> {
+        let plan = self.plan.as_ref().map_err(Clone::clone)?;
+        let t = check_inputs(&self.graph, inputs)?;
+        let args = inputs.iter().map(|x| Some(x.view())).collect();
+        run_plan(&self.graph, plan, args, t)
+    }
+}

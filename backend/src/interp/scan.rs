@@ -1,0 +1,124 @@
+//! Scans: a recurrence over the leading axis of the sequence operands (see [`kiln_ir::Scan`]).
+//!
+//! Operands are the initial carries, then the sequences, then the constants; the body binds them
+//! as `Argument { index }` in that order, each sequence with its leading axis removed. The body
+//! returns the new carries, then the per-step outputs. The scan's results are the final carries,
+//! then the per-step outputs stacked along a new leading axis. A `reverse` scan runs the steps
+//! from last to first but still stores each step's outputs at that step's own index.
+//!
+//! Semantics of an empty scan (sequences of length 0, e.g. `T - 1` for `T = 1`): the final
+//! carries are the initial ones and the stacked outputs have a leading axis of 0, their other
+//! dimensions taken from the body's declared output types.
+//!
+//! Guarantees: the body's plan is built once per scan node (by the plan of the outer graph), never
+//! per step; sequence slices and constants are passed to the body as borrowed views, not copies;
+//! any error inside the body names the scan node and the step, outermost scan first.
+
+use super::eval::run_plan;
+use super::plan::Plan;
+use super::resolve_shape;
+use crate::error::{ExecError, Location, NodeErrorKind};
+use crate::tensor::{numel, Dims, Tensor, TensorData};
+use kiln_ir::Scan;
+use smallvec::SmallVec;
+
+/// Runs the scan node at `at` with operands `ops`, for a call of `t` tokens.
+pub(crate) fn run(
+    scan: &Scan,
+    body_plan: &Plan,
+    ops: &[&Tensor<'_>],
+    t: usize,
+    at: &Location,
+) -> Result<SmallVec<[Tensor<'static>; 1]>, ExecError> {
+    let fail = |kind| ExecError::Node { at: Box::new(at.clone()), kind };
+    let scan_err = |what: String| fail(NodeErrorKind::Scan { what });
+    let (c, s) = (scan.carries, scan.sequences);
+    let n = c + s + scan.constants;
+    if ops.len() != n {
+        return Err(fail(NodeErrorKind::Arity { op: "scan".into(), expected: n.to_string(), found: ops.len() }));
+    }
+    if body_plan.slots != n {
+        return Err(scan_err(format!("the body takes {} arguments, the scan passes {n}", body_plan.slots)));
+    }
+    let n_out = body_plan.outputs.len();
+    if n_out < c {
+        return Err(scan_err(format!("the body returns {n_out} values, fewer than its {c} carries")));
+    }
+
+    // Sequences: the number of steps, and each one's per-step shape and element count.
+    let (carries_in, rest) = ops.split_at(c);
+    let (sequences, constants) = rest.split_at(s);
+    let mut steps: Option<usize> = None;
+    let mut per_step: Vec<(Dims, usize)> = Vec::with_capacity(s);
+    for (i, seq) in sequences.iter().enumerate() {
+        let Some((&len, elem)) = seq.shape().split_first() else {
+            return Err(scan_err(format!("sequence operand {} is a scalar", c + i)));
+        };
+        if let Some(prev) = steps.filter(|&p| p != len) {
+            return Err(scan_err(format!("sequence operand {} has {len} steps, another has {prev}", c + i)));
+        }
+        steps = Some(len);
+        let elem_len = numel(elem).ok_or_else(|| fail(NodeErrorKind::TooLarge { shape: elem.to_vec() }))?;
+        per_step.push((elem.iter().copied().collect(), elem_len));
+    }
+    let steps = steps.ok_or_else(|| scan_err("a scan needs at least one sequence operand".into()))?;
+
+    let mut carries: Vec<Tensor<'_>> = carries_in.iter().map(|x| x.view()).collect();
+    let mut stacks: Vec<Option<(Dims, TensorData<'static>)>> = vec![None; n_out - c];
+    for i in 0..steps {
+        let step = if scan.reverse { steps - 1 - i } else { i };
+        let mut args: Vec<Option<Tensor<'_>>> = Vec::with_capacity(n);
+        args.extend(carries.drain(..).map(Some));
+        for (seq, (elem, elem_len)) in sequences.iter().zip(&per_step) {
+            let data = seq
+                .data()
+                .sub(step * elem_len, *elem_len)
+                .ok_or_else(|| scan_err(format!("step {step} is outside a sequence operand")))?;
+            args.push(Some(Tensor::from_parts(elem.clone(), data)));
+        }
+        args.extend(constants.iter().map(|x| Some(x.view())));
+
+        let outs = run_plan(&scan.body, body_plan, args, t).map_err(|e| e.in_scan(at.node, Some(step)))?;
+        let mut outs = outs.into_iter();
+        carries.extend(outs.by_ref().take(c));
+        for (j, (out, stack)) in outs.zip(&mut stacks).enumerate() {
+            if stack.is_none() {
+                let len = steps.checked_mul(out.len()).ok_or_else(|| {
+                    fail(NodeErrorKind::TooLarge {
+                        shape: std::iter::once(steps).chain(out.shape().iter().copied()).collect(),
+                    })
+                })?;
+                *stack = Some((out.shape().iter().copied().collect(), TensorData::zeros(out.dtype(), len)));
+            }
+            let Some((shape, data)) = stack else { continue };
+            if shape.as_slice() != out.shape() || !data.write_at(step * out.len(), out.data()) {
+                return Err(scan_err(format!(
+                    "per-step output {j} is {} at step {step} but {}{:?} at another step",
+                    out.tensor_type(),
+                    data.dtype(),
+                    shape.as_slice()
+                )));
+            }
+        }
+    }
+
+    let mut results: SmallVec<[Tensor<'static>; 1]> = carries.into_iter().map(Tensor::into_owned).collect();
+    for (j, stack) in stacks.into_iter().enumerate() {
+        let (elem, data) = match stack {
+            Some(s) => s,
+            // No step ran: take the per-step shape from the body's declared output type.
+            None => {
+                let ty = body_plan
+                    .outputs
+                    .get(c + j)
+                    .map(|&v| scan.body.value_type(v))
+                    .ok_or_else(|| scan_err(format!("the body has no output {}", c + j)))?;
+                let elem = resolve_shape(&ty.shape, t).map_err(fail)?;
+                (elem, TensorData::zeros(ty.dtype, 0))
+            }
+        };
+        let shape: Dims = std::iter::once(steps).chain(elem).collect();
+        results.push(Tensor::from_parts(shape, data));
+    }
+    Ok(results)
+}
