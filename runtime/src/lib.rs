@@ -1,1 +1,20 @@
-//! placeholder
+//! Kiln runtime: load Hugging Face checkpoints, run models with carried state; the `kiln` CLI.
+//!
+//! ```no_run
+//! use kiln_runtime::{LoadOptions, Model};
+//! let model = Model::load("path/to/model".as_ref(), &LoadOptions::default())?;
+//! let mut state = model.new_state();
+//! let logits = model.forward(&[3, 14, 15], &mut state)?;   // [3, vocab]
+//! let more = model.forward(&[92], &mut state)?;            // continues from the state
+//! # Ok::<(), kiln_runtime::Error>(())
+//! ```
+
+pub mod checkpoint;
+pub mod cli;
+mod demo;
+pub mod error;
+pub mod model;
+pub mod specs;
+
+pub use error::Error;
+pub use model::{compile_spec, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};

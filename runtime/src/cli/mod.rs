@@ -1,0 +1,98 @@
+//! The `kiln` command line. [`run`] parses arguments and executes one command, writing its
+//! output to the given writer, so the binary is a thin wrapper and tests call it in-process.
+
+mod commands;
+
+use crate::Error;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Kiln: a compiler and execution engine for recurrent language models written as TOML specs.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum BackendArg {
+    /// The reference interpreter.
+    #[default]
+    Interp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run tokens through a model and write their logits (safetensors, `logits`: f32 [T, vocab]).
+    Forward {
+        /// A model directory as `save_pretrained` writes it (config.json + model.safetensors).
+        model_dir: PathBuf,
+        /// Comma-separated token ids, e.g. `3,14,15`.
+        #[arg(long, value_delimiter = ',', required = true, allow_negative_numbers = true)]
+        tokens: Vec<i64>,
+        /// Run tokens[..K], then tokens[K..] in a second call with the carried state.
+        #[arg(long, value_name = "K")]
+        split: Option<usize>,
+        /// A spec file to use instead of the built-in one matching config.json's model_type.
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        backend: BackendArg,
+        /// Where to write the logits.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a model's IR.
+    Dump {
+        /// A model directory (its config.json and spec are used; weights are not read).
+        model_dir: Option<PathBuf>,
+        /// A spec file (with --config, or the hyperparameters' defaults).
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// A config.json to compile the spec for.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Write Graphviz instead of the text dump.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Check a spec against a config without loading weights.
+    Check {
+        /// The spec file.
+        spec: PathBuf,
+        /// The config.json to compile it for (default: the hyperparameters' defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run the embedded tiny RWKV-4 model on a few tokens and print its top next tokens.
+    Demo {
+        /// Comma-separated token ids (default: a short phrase).
+        #[arg(long, value_delimiter = ',')]
+        tokens: Option<Vec<i64>>,
+        /// How many top tokens to print.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+}
+
+/// Parses `args` (including the program name) and runs the command, writing to `out`.
+pub fn run<I, T>(args: I, out: &mut dyn Write) -> Result<(), Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            return write!(out, "{}", e.render()).map_err(|source| Error::Io { path: "<stdout>".into(), source });
+        }
+        Err(e) => return Err(Error::Usage(e.render().to_string().trim_end().to_string())),
+    };
+    commands::execute(cli.command, out)
+}

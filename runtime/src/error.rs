@@ -1,0 +1,48 @@
+//! The runtime's errors. Each prints as one line that names what was wrong: the file, tensor,
+//! node or token involved.
+
+use crate::checkpoint::CheckpointError;
+use kiln_backend::ExecError;
+use kiln_frontend::Diagnostic;
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The spec (or the config it was compiled against) is wrong; `Display` gives one line,
+    /// [`Error::render`] the full diagnostic with the source excerpt.
+    #[error("{}", .0.short())]
+    Spec(#[from] Diagnostic),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("the compiled graph is invalid (a Kiln bug): {0}")]
+    Verify(#[from] kiln_ir::VerifyErrors),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("config.json has no `model_type`; pass the spec with --spec")]
+    NoModelType,
+    #[error("no built-in spec for model_type `{model_type}` (known: {}); pass one with --spec", known.join(", "))]
+    UnknownModelType { model_type: String, known: Vec<String> },
+    #[error("token id {id} at position {position} is out of range: the vocabulary has {vocab} entries")]
+    TokenOutOfRange { id: i64, position: usize, vocab: usize },
+    #[error("no tokens given: a call needs at least one token")]
+    NoTokens,
+    #[error("this state belongs to {found}, but the model is {expected}")]
+    WrongState { expected: String, found: String },
+    #[error("the graph has no output named `{0}`")]
+    MissingOutput(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The full, multi-line rendering (source excerpt and notes for spec errors).
+    pub fn render(&self) -> String {
+        match self {
+            Error::Spec(d) => d.to_string(),
+            other => format!("error: {other}\n"),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A loaded model: a spec compiled for a checkpoint's config, its weights bound from the
+//! memory-mapped safetensors files, and a backend ready to run it.
+//!
+//! The caller holds the recurrent [`State`]: running `tokens[..k]` and then `tokens[k..]` with the
+//! state returned by the first call gives the same logits as one run over all tokens.
+
+use crate::checkpoint::Checkpoint;
+use crate::specs;
+use crate::Error;
+use kiln_backend::{Executable, Interpreter, Tensor};
+use kiln_frontend::{CompileOptions, SpecFile};
+use kiln_ir::{Graph, Op, OutputRole, ParamRole};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// Which backend executes the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter.
+    #[default]
+    Interpreter,
+}
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// A spec file to use instead of the built-in spec matching `config.json`'s `model_type`.
+    pub spec: Option<PathBuf>,
+    pub backend: Backend,
+    pub compile: CompileOptions,
+}
+
+/// Compiles a spec for a config: lowering, dead-code removal, verification.
+pub fn compile_spec(spec: &SpecFile, config: &serde_json::Value, options: &CompileOptions) -> Result<Graph, Error> {
+    let mut graph = kiln_frontend::compile(spec, config, options)?;
+    kiln_passes::dead_code(&mut graph);
+    kiln_ir::verify(&graph)?;
+    Ok(graph)
+}
+
+/// The spec a model directory (or `--spec`) calls for.
+pub fn resolve_spec(config: &serde_json::Value, spec: Option<&Path>) -> Result<SpecFile, Error> {
+    match spec {
+        Some(path) => specs::parse_file(path),
+        None => {
+            let ty = config.get("model_type").and_then(|v| v.as_str()).ok_or(Error::NoModelType)?;
+            specs::for_model_type(ty)
+        }
+    }
+}
+
+/// Where one graph input's data comes from.
+#[derive(Debug)]
+enum Binding {
+    Tokens,
+    /// A weight borrowed from the memory map on every call (f32, aligned).
+    Mapped {
+        name: String,
+        shape: Vec<usize>,
+    },
+    /// A weight converted once at load (another dtype, or unaligned).
+    Owned {
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    /// The `index`-th state tensor.
+    State {
+        index: usize,
+    },
+}
+
+/// One state tensor's description.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSlot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: f32,
+}
+
+/// The recurrent state carried between calls, held by the caller.
+#[derive(Clone, Debug)]
+pub struct State {
+    owner: String,
+    slots: Vec<StateSlot>,
+    values: Vec<Vec<f32>>,
+}
+
+impl State {
+    /// State tensors by name, in the graph's order.
+    pub fn tensors(&self) -> impl Iterator<Item = (&StateSlot, &[f32])> {
+        self.slots.iter().zip(self.values.iter().map(Vec::as_slice))
+    }
+
+    /// Total number of f32 values held.
+    pub fn len(&self) -> usize {
+        self.values.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Logits of one call: `tokens` rows of `vocab` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logits {
+    pub tokens: usize,
+    pub vocab: usize,
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    pub fn row(&self, t: usize) -> &[f32] {
+        &self.data[t * self.vocab..(t + 1) * self.vocab]
+    }
+
+    pub fn last(&self) -> &[f32] {
+        self.row(self.tokens - 1)
+    }
+}
+
+/// A model ready to run.
+pub struct Model {
+    name: String,
+    graph: Graph,
+    checkpoint: Checkpoint,
+    bindings: Vec<Binding>,
+    slots: Vec<StateSlot>,
+    executable: Box<dyn Executable + Send + Sync>,
+    vocab: Option<usize>,
+    logits_index: usize,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.name).field("dir", &self.checkpoint.dir()).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a model directory as `save_pretrained` writes it.
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Model, Error> {
+        let checkpoint = Checkpoint::open(dir)?;
+        let spec = resolve_spec(checkpoint.config(), options.spec.as_deref())?;
+        Model::with_spec(&spec, checkpoint, options)
+    }
+
+    /// Compiles `spec` for `checkpoint` and binds its weights.
+    pub fn with_spec(spec: &SpecFile, checkpoint: Checkpoint, options: &LoadOptions) -> Result<Model, Error> {
+        let graph = compile_spec(spec, checkpoint.config(), &options.compile)?;
+        let mut bindings = Vec::with_capacity(graph.inputs().len());
+        let mut slots = Vec::new();
+        for &input in graph.inputs() {
+            let Some(param) = graph.param(input) else { continue };
+            let ty = &graph.node(input).results[0];
+            let shape: Vec<usize> = ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
+            bindings.push(match param.role {
+                ParamRole::Tokens => Binding::Tokens,
+                ParamRole::Weight => match checkpoint.tensor_f32(&param.name, &shape)? {
+                    Cow::Borrowed(_) => Binding::Mapped { name: param.name.clone(), shape },
+                    Cow::Owned(data) => Binding::Owned { shape, data },
+                },
+                ParamRole::State { init } => {
+                    slots.push(StateSlot { name: param.name.clone(), shape, init });
+                    Binding::State { index: slots.len() - 1 }
+                }
+                ParamRole::Argument { .. } => {
+                    return Err(Error::Usage("a top-level graph cannot take scan arguments".into()))
+                }
+            });
+        }
+        let logits_index = graph
+            .outputs()
+            .iter()
+            .position(|o| o.role == OutputRole::Result && o.name == "logits")
+            .ok_or_else(|| Error::MissingOutput("logits".into()))?;
+        let vocab = token_table_rows(&graph);
+        let executable: Box<dyn Executable + Send + Sync> = match options.backend {
+            Backend::Interpreter => Box::new(Interpreter::new(graph.clone())),
+        };
+        Ok(Model { name: graph.name.clone(), graph, checkpoint, bindings, slots, executable, vocab, logits_index })
+    }
+
+    /// The spec's model name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The compiled graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Number of rows of the table token ids index (the vocabulary), when the graph has one.
+    pub fn vocab_size(&self) -> Option<usize> {
+        self.vocab
+    }
+
+    /// A fresh state: every tensor filled with its declared initial value.
+    pub fn new_state(&self) -> State {
+        State {
+            owner: self.identity(),
+            slots: self.slots.clone(),
+            values: self.slots.iter().map(|s| vec![s.init; s.shape.iter().product()]).collect(),
+        }
+    }
+
+    fn identity(&self) -> String {
+        format!("model `{}` ({})", self.name, self.checkpoint.dir().display())
+    }
+
+    /// Runs `tokens` from `state`, returning their logits and advancing the state.
+    pub fn forward(&self, tokens: &[i64], state: &mut State) -> Result<Logits, Error> {
+        if tokens.is_empty() {
+            return Err(Error::NoTokens);
+        }
+        if state.slots != self.slots {
+            return Err(Error::WrongState { expected: self.identity(), found: state.owner.clone() });
+        }
+        if let Some(vocab) = self.vocab {
+            if let Some((position, &id)) = tokens.iter().enumerate().find(|(_, &id)| id < 0 || id as usize >= vocab) {
+                return Err(Error::TokenOutOfRange { id, position, vocab });
+            }
+        }
+        let mut inputs = Vec::with_capacity(self.bindings.len());
+        for b in &self.bindings {
+            inputs.push(match b {
+                Binding::Tokens => Tensor::i64(&[tokens.len()], tokens.to_vec())?,
+                Binding::Mapped { name, shape } => match self.checkpoint.tensor_f32(name, shape)? {
+                    Cow::Borrowed(data) => Tensor::borrowed_f32(shape, data)?,
+                    Cow::Owned(data) => Tensor::f32(shape, data)?,
+                },
+                Binding::Owned { shape, data } => Tensor::borrowed_f32(shape, data)?,
+                Binding::State { index } => Tensor::borrowed_f32(&self.slots[*index].shape, &state.values[*index])?,
+            });
+        }
+        let outputs = self.executable.run(&inputs)?;
+        drop(inputs);
+        let mut logits = None;
+        for ((o, t), i) in self.graph.outputs().iter().zip(outputs).zip(0..) {
+            let data = t.into_f32_vec().ok_or_else(|| Error::MissingOutput(format!("{} (as f32)", o.name)))?;
+            if i == self.logits_index {
+                let vocab = data.len() / tokens.len();
+                logits = Some(Logits { tokens: tokens.len(), vocab, data });
+            } else if o.role == OutputRole::State {
+                if let Some(k) = self.slots.iter().position(|s| s.name == o.name) {
+                    state.values[k] = data;
+                }
+            }
+        }
+        logits.ok_or_else(|| Error::MissingOutput("logits".into()))
+    }
+}
+
+/// Rows of the table that a `gather` indexes with the token ids.
+fn token_table_rows(graph: &Graph) -> Option<usize> {
+    let tokens =
+        graph.inputs().iter().copied().find(|&n| graph.param(n).is_some_and(|p| p.role == ParamRole::Tokens))?;
+    graph.users(tokens).into_iter().find_map(|u| {
+        let ops = graph.operands(u);
+        match graph.node(u).op {
+            Op::Gather if ops.get(1).is_some_and(|v| v.node == tokens) => {
+                graph.value_type(ops[0]).shape.dims().first().and_then(|d| d.fixed())
+            }
+            _ => None,
+        }
+    })
+}
