@@ -28,14 +28,8 @@ pub struct SourceFile {
 impl SourceFile {
     pub fn new(name: impl Into<Arc<str>>, text: impl Into<String>) -> Arc<SourceFile> {
         let text = text.into();
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        Arc::new(SourceFile {
-            name: name.into(),
-            text,
-            line_starts,
-        })
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Arc::new(SourceFile { name: name.into(), text, line_starts })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -43,21 +37,14 @@ impl SourceFile {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let col = self
-            .text
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count());
+        let col = self.text.get(start..offset).map_or(0, |s| s.chars().count());
         (line as u32 + 1, col as u32 + 1)
     }
 
     fn line_text(&self, line: u32) -> &str {
         let i = line as usize - 1;
         let start = self.line_starts[i];
-        let end = self
-            .line_starts
-            .get(i + 1)
-            .copied()
-            .unwrap_or(self.text.len());
+        let end = self.line_starts.get(i + 1).copied().unwrap_or(self.text.len());
         self.text[start..end].trim_end_matches(['\n', '\r'])
     }
 }
@@ -71,20 +58,12 @@ pub struct Location {
 
 impl Location {
     pub fn new(file: &Arc<SourceFile>, span: Range<usize>) -> Location {
-        Location {
-            file: file.clone(),
-            span,
-        }
+        Location { file: file.clone(), span }
     }
 
     pub fn origin(&self, context: Option<Arc<str>>) -> kiln_ir::Origin {
         let (line, col) = self.file.line_col(self.span.start);
-        kiln_ir::Origin {
-            file: self.file.name.clone(),
-            line,
-            col,
-            context,
-        }
+        kiln_ir::Origin { file: self.file.name.clone(), line, col, context }
     }
 }
 
@@ -108,12 +87,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>, location: Option<Location>) -> Diagnostic {
-        Diagnostic {
-            message: message.into(),
-            location,
-            label: String::new(),
-            notes: Vec::new(),
-        }
+        Diagnostic { message: message.into(), location, label: String::new(), notes: Vec::new() }
     }
 
     pub fn at(location: &Location, message: impl Into<String>) -> Diagnostic {
@@ -155,18 +129,10 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{line} | {text}")?;
             let (end_line, end_col) = loc.file.line_col(loc.span.end.max(loc.span.start + 1) - 1);
-            let width = if end_line == line {
-                (end_col + 1).saturating_sub(col).max(1)
-            } else {
-                1
-            };
+            let width = if end_line == line { (end_col + 1).saturating_sub(col).max(1) } else { 1 };
             let pad = col as usize - 1;
             let carets = "^".repeat(width as usize);
-            let label = if self.label.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", self.label)
-            };
+            let label = if self.label.is_empty() { String::new() } else { format!(" {}", self.label) };
             writeln!(f, "{:gutter$} | {:pad$}{carets}{label}", "", "")?;
             for n in &self.notes {
                 writeln!(f, "{:gutter$} = {n}", "")?;
@@ -187,7 +153,10 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
+        .filter(|(d, c)| {
+            let longest = name.len().max(c.len());
+            *d <= longest.div_ceil(3) && *d < longest
+        })
         .min()
         .map(|(_, c)| c)
 }
@@ -216,9 +185,7 @@ mod tests {
         let f = SourceFile::new("m.toml", "a = 1\nb = \"x + y\"\n");
         assert_eq!(f.line_col(0), (1, 1));
         assert_eq!(f.line_col(10), (2, 5));
-        let d = Diagnostic::at(&Location::new(&f, 11..16), "bad")
-            .label("here")
-            .help("try z");
+        let d = Diagnostic::at(&Location::new(&f, 11..16), "bad").label("here").help("try z");
         let s = d.to_string();
         assert!(s.contains("--> m.toml:2:6"), "{s}");
         assert!(s.contains("2 | b = \"x + y\""), "{s}");
@@ -227,10 +194,9 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            suggest("layer_nrom", ["layer_norm", "rms_norm"]),
-            Some("layer_norm")
-        );
+        assert_eq!(suggest("layer_nrom", ["layer_norm", "rms_norm"]), Some("layer_norm"));
+        assert_eq!(suggest("grpah", ["graph", "model"]), Some("graph"));
         assert_eq!(suggest("zzz", ["layer_norm"]), None);
+        assert_eq!(suggest("x", ["H", "V"]), None);
     }
 }

@@ -120,10 +120,7 @@ pub struct GraphDecl {
     pub bindings: Vec<Binding>,
 }
 
-type Entry<'a, 'i> = (
-    &'a Spanned<std::borrow::Cow<'i, str>>,
-    &'a Spanned<DeValue<'i>>,
-);
+type Entry<'a, 'i> = (&'a Spanned<std::borrow::Cow<'i, str>>, &'a Spanned<DeValue<'i>>);
 
 struct Reader {
     file: Arc<SourceFile>,
@@ -172,38 +169,21 @@ pub fn parse_spec(file: Arc<SourceFile>) -> Result<SpecFile, Diagnostic> {
                 }
             }
             "graph" => {
-                let (outputs, bindings) =
-                    r.bindings(table, &["outputs", "doc"], |name, v| match name {
-                        "outputs" => r.ident_list(v).map(Some),
-                        _ => Ok(None),
-                    })?;
+                let (outputs, bindings) = r.bindings(table, &["outputs", "doc"], |name, v| match name {
+                    "outputs" => r.ident_list(v).map(Some),
+                    _ => Ok(None),
+                })?;
                 let outputs = outputs.into_iter().next().unwrap_or_default();
-                spec.graph = Some(GraphDecl {
-                    loc: r.loc(key.span()),
-                    outputs,
-                    bindings,
-                });
+                spec.graph = Some(GraphDecl { loc: r.loc(key.span()), outputs, bindings });
             }
             other => {
-                let known = [
-                    "model",
-                    "params",
-                    "weights",
-                    "blocks",
-                    "steps",
-                    "functions",
-                    "graph",
-                ];
-                let mut d =
-                    Diagnostic::at(&r.loc(key.span()), format!("unknown section `[{other}]`"))
-                        .label("not a spec section");
+                let known = ["model", "params", "weights", "blocks", "steps", "functions", "graph"];
+                let mut d = Diagnostic::at(&r.loc(key.span()), format!("unknown section `[{other}]`"))
+                    .label("not a spec section");
                 if let Some(s) = suggest(other, known) {
                     d = d.help(format!("did you mean `[{s}]`?"));
                 }
-                return Err(d.note(format!(
-                    "the sections are {}",
-                    known.map(|k| format!("[{k}]")).join(", ")
-                )));
+                return Err(d.note(format!("the sections are {}", known.map(|k| format!("[{k}]")).join(", "))));
             }
         }
     }
@@ -224,22 +204,13 @@ impl Reader {
 
     fn ident(&self, key: &Spanned<std::borrow::Cow<'_, str>>) -> Result<Ident, Diagnostic> {
         let name = key.get_ref().to_string();
-        let ok = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
-            return Err(Diagnostic::at(
-                &self.loc(key.span()),
-                format!("`{name}` is not a valid name"),
-            )
-            .label("names are letters, digits and `_`, not starting with a digit"));
+            return Err(Diagnostic::at(&self.loc(key.span()), format!("`{name}` is not a valid name"))
+                .label("names are letters, digits and `_`, not starting with a digit"));
         }
-        Ok(Ident {
-            name,
-            loc: self.loc(key.span()),
-        })
+        Ok(Ident { name, loc: self.loc(key.span()) })
     }
 
     fn table<'a, 'i>(
@@ -248,11 +219,8 @@ impl Reader {
         v: &'a Spanned<DeValue<'i>>,
     ) -> Result<&'a DeTable<'i>, Diagnostic> {
         v.get_ref().as_table().ok_or_else(|| {
-            Diagnostic::at(
-                &self.loc(v.span()),
-                format!("`{}` must be a table", key.get_ref()),
-            )
-            .label(format!("found {}", v.get_ref().type_str()))
+            Diagnostic::at(&self.loc(v.span()), format!("`{}` must be a table", key.get_ref()))
+                .label(format!("found {}", v.get_ref().type_str()))
         })
     }
 
@@ -267,26 +235,17 @@ impl Reader {
     /// are literals, arrays are lists.
     fn expr(&self, v: &Spanned<DeValue<'_>>) -> Result<Expr, Diagnostic> {
         let span = v.span();
-        let lit = |kind| {
-            Ok(Expr {
-                kind,
-                span: span.clone(),
-            })
-        };
+        let lit = |kind| Ok(Expr { kind, span: span.clone() });
         match v.get_ref() {
             DeValue::String(s) => {
                 let base = self.content_start(span.clone(), s);
                 parse_expr(s, base).map_err(|e| {
-                    Diagnostic::at(&self.loc(e.span), format!("syntax error: {}", e.message))
-                        .label("here")
+                    Diagnostic::at(&self.loc(e.span), format!("syntax error: {}", e.message)).label("here")
                 })
             }
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => lit(ExprKind::Int(n)),
-                Err(_) => Err(Diagnostic::at(
-                    &self.loc(span.clone()),
-                    "integer out of range",
-                )),
+                Err(_) => Err(Diagnostic::at(&self.loc(span.clone()), "integer out of range")),
             },
             DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
                 Ok(x) => lit(ExprKind::Float(x)),
@@ -301,16 +260,11 @@ impl Reader {
             },
             DeValue::Boolean(b) => lit(ExprKind::Bool(*b)),
             DeValue::Array(items) => {
-                let items = items
-                    .iter()
-                    .map(|item| self.expr(item))
-                    .collect::<Result<_, _>>()?;
+                let items = items.iter().map(|item| self.expr(item)).collect::<Result<_, _>>()?;
                 lit(ExprKind::List(items))
             }
-            other => Err(
-                Diagnostic::at(&self.loc(span.clone()), "expected an expression")
-                    .label(format!("found {}", other.type_str())),
-            ),
+            other => Err(Diagnostic::at(&self.loc(span.clone()), "expected an expression")
+                .label(format!("found {}", other.type_str()))),
         }
     }
 
@@ -344,34 +298,20 @@ impl Reader {
             .map(|item| {
                 let s = self.string(item, "a name")?;
                 let span = item.span();
-                let key = Spanned::new(
-                    span.start + 1..span.end.saturating_sub(1).max(span.start + 1),
-                    s.into(),
-                );
+                let key = Spanned::new(span.start + 1..span.end.saturating_sub(1).max(span.start + 1), s.into());
                 self.ident(&key)
             })
             .collect()
     }
 
     fn model(&self, t: &DeTable<'_>) -> Result<ModelInfo, Diagnostic> {
-        let mut info = ModelInfo {
-            name: String::new(),
-            model_type: None,
-            description: None,
-        };
+        let mut info = ModelInfo { name: String::new(), model_type: None, description: None };
         for (k, v) in sorted(t) {
             match k.get_ref().as_ref() {
                 "name" => info.name = self.string(v, "`name`")?,
                 "model_type" => info.model_type = Some(self.string(v, "`model_type`")?),
                 "description" => info.description = Some(self.string(v, "`description`")?),
-                other => {
-                    return Err(self.unknown_key(
-                        k,
-                        other,
-                        &["name", "model_type", "description"],
-                        "[model]",
-                    ))
-                }
+                other => return Err(self.unknown_key(k, other, &["name", "model_type", "description"], "[model]")),
             }
         }
         Ok(info)
@@ -384,57 +324,32 @@ impl Reader {
         known: &[&str],
         table: &str,
     ) -> Diagnostic {
-        let mut d = Diagnostic::at(
-            &self.loc(k.span()),
-            format!("unknown key `{name}` in {table}"),
-        )
-        .label("not expected here");
+        let mut d =
+            Diagnostic::at(&self.loc(k.span()), format!("unknown key `{name}` in {table}")).label("not expected here");
         if let Some(s) = suggest(name, known.iter().copied()) {
             d = d.help(format!("did you mean `{s}`?"));
         }
         d.note(format!("expected one of: {}", known.join(", ")))
     }
 
-    fn param(
-        &self,
-        k: &Spanned<std::borrow::Cow<'_, str>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Result<ParamDecl, Diagnostic> {
+    fn param(&self, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Spanned<DeValue<'_>>) -> Result<ParamDecl, Diagnostic> {
         let name = self.ident(k)?;
         let Some(t) = v.get_ref().as_table() else {
-            return Ok(ParamDecl {
-                name,
-                key: None,
-                default: Some(self.expr(v)?),
-            });
+            return Ok(ParamDecl { name, key: None, default: Some(self.expr(v)?) });
         };
-        let mut decl = ParamDecl {
-            name,
-            key: None,
-            default: None,
-        };
+        let mut decl = ParamDecl { name, key: None, default: None };
         for (k2, v2) in sorted(t) {
             match k2.get_ref().as_ref() {
                 "key" => decl.key = Some(self.string(v2, "`key`")?),
                 "default" => decl.default = Some(self.expr(v2)?),
                 "doc" => {}
-                other => {
-                    return Err(self.unknown_key(
-                        k2,
-                        other,
-                        &["key", "default", "doc"],
-                        "a hyperparameter",
-                    ))
-                }
+                other => return Err(self.unknown_key(k2, other, &["key", "default", "doc"], "a hyperparameter")),
             }
         }
         if decl.key.is_none() && decl.default.is_none() {
             return Err(Diagnostic::at(
                 &decl.name.loc,
-                format!(
-                    "hyperparameter `{}` has neither `key` nor `default`",
-                    decl.name.name
-                ),
+                format!("hyperparameter `{}` has neither `key` nor `default`", decl.name.name),
             )
             .help("read it from config.json with `key = \"...\"`, or give its value"));
         }
@@ -455,33 +370,17 @@ impl Reader {
                     "else" => otherwise = Some(self.expr(v2)?),
                     "doc" => {}
                     other => {
-                        return Err(self.unknown_key(
-                            k2,
-                            other,
-                            &["name", "shape", "when", "else", "doc"],
-                            "a weight",
-                        ))
+                        return Err(self.unknown_key(k2, other, &["name", "shape", "when", "else", "doc"], "a weight"))
                     }
                 }
             }
-            let missing = |what: &str| {
-                Diagnostic::at(&name.loc, format!("weight `{}` needs `{what}`", name.name))
-            };
+            let missing = |what: &str| Diagnostic::at(&name.loc, format!("weight `{}` needs `{what}`", name.name));
             let template = template.ok_or_else(|| missing("name"))?;
             let shape = shape.ok_or_else(|| missing("shape"))?;
             if otherwise.is_some() && when.is_none() {
-                return Err(Diagnostic::at(
-                    &name.loc,
-                    format!("weight `{}` has `else` without `when`", name.name),
-                ));
+                return Err(Diagnostic::at(&name.loc, format!("weight `{}` has `else` without `when`", name.name)));
             }
-            out.push(WeightDecl {
-                name,
-                template,
-                shape,
-                when,
-                otherwise,
-            });
+            out.push(WeightDecl { name, template, shape, when, otherwise });
         }
         Ok(out)
     }
@@ -498,31 +397,14 @@ impl Reader {
                     "init" => init = Some(self.expr(v2)?),
                     "next" => next = Some(self.expr(v2)?),
                     "doc" => {}
-                    other => {
-                        return Err(self.unknown_key(
-                            k2,
-                            other,
-                            &["shape", "init", "next", "doc"],
-                            "a state",
-                        ))
-                    }
+                    other => return Err(self.unknown_key(k2, other, &["shape", "init", "next", "doc"], "a state")),
                 }
             }
-            let missing = |what: &str| {
-                Diagnostic::at(&name.loc, format!("state `{}` needs `{what}`", name.name))
-            };
+            let missing = |what: &str| Diagnostic::at(&name.loc, format!("state `{}` needs `{what}`", name.name));
             let shape = shape.ok_or_else(|| missing("shape"))?;
             let next = next.ok_or_else(|| missing("next"))?;
-            let init = init.unwrap_or(Expr {
-                kind: ExprKind::Float(0.0),
-                span: name.loc.span.clone(),
-            });
-            out.push(StateDecl {
-                name,
-                shape,
-                init,
-                next,
-            });
+            let init = init.unwrap_or(Expr { kind: ExprKind::Float(0.0), span: name.loc.span.clone() });
+            out.push(StateDecl { name, shape, init, next });
         }
         Ok(out)
     }
@@ -548,54 +430,39 @@ impl Reader {
             if v.get_ref().is_table() {
                 let mut d = Diagnostic::at(
                     &name.loc,
-                    format!(
-                        "`{}` is a table, but bindings are `name = \"expression\"`",
-                        name.name
-                    ),
+                    format!("`{}` is a table, but bindings are `name = \"expression\"`", name.name),
                 );
                 if let Some(s) = suggest(key, reserved.iter().copied()) {
                     d = d.help(format!("did you mean `{s}`?"));
                 }
                 return Err(d);
             }
-            bindings.push(Binding {
-                name,
-                expr: self.expr(v)?,
-            });
+            bindings.push(Binding { name, expr: self.expr(v)? });
         }
         Ok((found, bindings))
     }
 
-    fn block(
-        &self,
-        k: &Spanned<std::borrow::Cow<'_, str>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Result<BlockDecl, Diagnostic> {
+    fn block(&self, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Spanned<DeValue<'_>>) -> Result<BlockDecl, Diagnostic> {
         let name = self.ident(k)?;
         let t = self.table(k, v)?;
         let mut repeat = None;
         let mut input = None;
         let mut weights = Vec::new();
         let mut state = Vec::new();
-        let (_, bindings) = self.bindings(
-            t,
-            &["repeat", "input", "weights", "state", "doc"],
-            |key, v| {
-                match key {
-                    "repeat" => repeat = Some(self.expr(v)?),
-                    "input" => {
-                        let s = self.string(v, "`input`")?;
-                        input = Some(self.ident(&Spanned::new(v.span(), s.into()))?);
-                    }
-                    "weights" => weights = self.weights(self.table(k, v)?)?,
-                    "state" => state = self.state(self.table(k, v)?)?,
-                    _ => {}
+        let (_, bindings) = self.bindings(t, &["repeat", "input", "weights", "state", "doc"], |key, v| {
+            match key {
+                "repeat" => repeat = Some(self.expr(v)?),
+                "input" => {
+                    let s = self.string(v, "`input`")?;
+                    input = Some(self.ident(&Spanned::new(v.span(), s.into()))?);
                 }
-                Ok(None::<()>)
-            },
-        )?;
-        let missing =
-            |what: &str| Diagnostic::at(&name.loc, format!("block `{}` needs `{what}`", name.name));
+                "weights" => weights = self.weights(self.table(k, v)?)?,
+                "state" => state = self.state(self.table(k, v)?)?,
+                _ => {}
+            }
+            Ok(None::<()>)
+        })?;
+        let missing = |what: &str| Diagnostic::at(&name.loc, format!("block `{}` needs `{what}`", name.name));
         Ok(BlockDecl {
             repeat: repeat.ok_or_else(|| missing("repeat"))?,
             input: input.ok_or_else(|| missing("input"))?,
@@ -606,11 +473,7 @@ impl Reader {
         })
     }
 
-    fn step(
-        &self,
-        k: &Spanned<std::borrow::Cow<'_, str>>,
-        v: &Spanned<DeValue<'_>>,
-    ) -> Result<StepDecl, Diagnostic> {
+    fn step(&self, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Spanned<DeValue<'_>>) -> Result<StepDecl, Diagnostic> {
         let name = self.ident(k)?;
         let t = self.table(k, v)?;
         let mut step = StepDecl {
@@ -622,31 +485,24 @@ impl Reader {
             bindings: Vec::new(),
             next: Vec::new(),
         };
-        let (_, bindings) = self.bindings(
-            t,
-            &["over", "carry", "with", "emit", "next", "doc"],
-            |key, v| {
-                match key {
-                    "over" => step.over = self.ident_list(v)?,
-                    "carry" => step.carry = self.ident_list(v)?,
-                    "with" => step.with = self.ident_list(v)?,
-                    "emit" => step.emit = self.ident_list(v)?,
-                    "next" => {
-                        let table = self.table(k, v)?;
-                        step.next = self.bindings(table, &[], |_, _| Ok(None::<()>))?.1;
-                    }
-                    _ => {}
+        let (_, bindings) = self.bindings(t, &["over", "carry", "with", "emit", "next", "doc"], |key, v| {
+            match key {
+                "over" => step.over = self.ident_list(v)?,
+                "carry" => step.carry = self.ident_list(v)?,
+                "with" => step.with = self.ident_list(v)?,
+                "emit" => step.emit = self.ident_list(v)?,
+                "next" => {
+                    let table = self.table(k, v)?;
+                    step.next = self.bindings(table, &[], |_, _| Ok(None::<()>))?.1;
                 }
-                Ok(None::<()>)
-            },
-        )?;
+                _ => {}
+            }
+            Ok(None::<()>)
+        })?;
         step.bindings = bindings;
         if step.over.is_empty() {
-            return Err(Diagnostic::at(
-                &step.name.loc,
-                format!("step `{}` iterates over nothing", step.name.name),
-            )
-            .help("name the per-step inputs with `over = [\"k\", \"v\"]`"));
+            return Err(Diagnostic::at(&step.name.loc, format!("step `{}` iterates over nothing", step.name.name))
+                .help("name the per-step inputs with `over = [\"k\", \"v\"]`"));
         }
         Ok(step)
     }
@@ -663,16 +519,9 @@ impl Reader {
             _ => Ok(None),
         })?;
         if !bindings.iter().any(|b| b.name.name == "out") {
-            return Err(Diagnostic::at(
-                &name.loc,
-                format!("function `{}` has no `out` binding", name.name),
-            )
-            .help("a function's result is the binding named `out`"));
+            return Err(Diagnostic::at(&name.loc, format!("function `{}` has no `out` binding", name.name))
+                .help("a function's result is the binding named `out`"));
         }
-        Ok(FunctionDecl {
-            name,
-            params: params.into_iter().next().unwrap_or_default(),
-            bindings,
-        })
+        Ok(FunctionDecl { name, params: params.into_iter().next().unwrap_or_default(), bindings })
     }
 }

@@ -42,9 +42,7 @@ fn write_body(g: &Graph, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Resul
         let node = g.node(id);
         match &node.origin {
             Some(o) => {
-                let pad = COMMENT_COLUMN
-                    .saturating_sub(indent.len() + line.chars().count())
-                    .max(2);
+                let pad = COMMENT_COLUMN.saturating_sub(indent.len() + line.chars().count()).max(2);
                 writeln!(f, "{indent}{line}{:pad$}; {o}", "")?;
             }
             None => writeln!(f, "{indent}{line}")?,

@@ -10,10 +10,7 @@ use std::fmt::Write;
 pub fn to_dot(graph: &Graph) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {:?} {{", graph.name);
-    let _ = writeln!(
-        out,
-        "  node [shape=box, fontname=\"monospace\", fontsize=10];"
-    );
+    let _ = writeln!(out, "  node [shape=box, fontname=\"monospace\", fontsize=10];");
     write_cluster(graph, "n", &mut out);
     let _ = writeln!(out, "}}");
     out
@@ -33,11 +30,7 @@ fn write_cluster(g: &Graph, prefix: &str, out: &mut String) {
         let _ = writeln!(out, "  {prefix}{} [label=\"{label}\"{style}];", id.index());
         if let Op::Scan(scan) = &node.op {
             let inner = format!("{prefix}{}_", id.index());
-            let _ = writeln!(
-                out,
-                "  subgraph cluster_{inner} {{ label=\"scan %{} body\";",
-                id.index()
-            );
+            let _ = writeln!(out, "  subgraph cluster_{inner} {{ label=\"scan %{} body\";", id.index());
             write_cluster(&scan.body, &inner, out);
             let _ = writeln!(out, "  }}");
         }
@@ -52,22 +45,8 @@ fn write_cluster(g: &Graph, prefix: &str, out: &mut String) {
         );
     }
     for o in g.outputs() {
-        let shape = if o.role == OutputRole::State {
-            "cds"
-        } else {
-            "oval"
-        };
-        let _ = writeln!(
-            out,
-            "  {prefix}out_{} [label={:?}, shape={shape}];",
-            o.name.replace(['.', '-'], "_"),
-            o.name
-        );
-        let _ = writeln!(
-            out,
-            "  {prefix}{} -> {prefix}out_{};",
-            o.value.node.index(),
-            o.name.replace(['.', '-'], "_")
-        );
+        let shape = if o.role == OutputRole::State { "cds" } else { "oval" };
+        let _ = writeln!(out, "  {prefix}out_{} [label={:?}, shape={shape}];", o.name.replace(['.', '-'], "_"), o.name);
+        let _ = writeln!(out, "  {prefix}{} -> {prefix}out_{};", o.value.node.index(), o.name.replace(['.', '-'], "_"));
     }
 }

@@ -120,19 +120,12 @@ impl PartialEq for Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph {
-            name: name.into(),
-            ..Graph::default()
-        }
+        Graph { name: name.into(), ..Graph::default() }
     }
 
     /// Adds an input of a declared type.
     pub fn add_input(&mut self, param: Param, ty: Type, origin: Option<Origin>) -> Value {
-        let id = self.graph.add_node(Node {
-            op: Op::Input(param),
-            results: [ty].into_iter().collect(),
-            origin,
-        });
+        let id = self.graph.add_node(Node { op: Op::Input(param), results: [ty].into_iter().collect(), origin });
         self.inputs.push(id);
         id.into()
     }
@@ -140,44 +133,20 @@ impl Graph {
     /// Adds a scalar constant.
     pub fn constant(&mut self, value: f32, origin: Option<Origin>) -> Value {
         let ty = Type::f32(crate::types::Shape::scalar());
-        self.graph
-            .add_node(Node {
-                op: Op::Constant(value),
-                results: [ty].into_iter().collect(),
-                origin,
-            })
-            .into()
+        self.graph.add_node(Node { op: Op::Constant(value), results: [ty].into_iter().collect(), origin }).into()
     }
 
     /// Adds a node after checking its operands against the op's type rule.
-    pub fn add(
-        &mut self,
-        op: Op,
-        operands: &[Value],
-        origin: Option<Origin>,
-    ) -> Result<NodeId, TypeError> {
+    pub fn add(&mut self, op: Op, operands: &[Value], origin: Option<Origin>) -> Result<NodeId, TypeError> {
         let results = {
-            let types: SmallVec<[&Type; 4]> =
-                operands.iter().map(|v| self.value_type(*v)).collect();
+            let types: SmallVec<[&Type; 4]> = operands.iter().map(|v| self.value_type(*v)).collect();
             infer(&op, &types)?
         };
-        Ok(self.add_unchecked(
-            Node {
-                op,
-                results,
-                origin,
-            },
-            operands,
-        ))
+        Ok(self.add_unchecked(Node { op, results, origin }, operands))
     }
 
     /// Adds a single-result node; see [`Graph::add`].
-    pub fn add1(
-        &mut self,
-        op: Op,
-        operands: &[Value],
-        origin: Option<Origin>,
-    ) -> Result<Value, TypeError> {
+    pub fn add1(&mut self, op: Op, operands: &[Value], origin: Option<Origin>) -> Result<Value, TypeError> {
         self.add(op, operands, origin).map(Value::from)
     }
 
@@ -186,24 +155,13 @@ impl Graph {
     pub fn add_unchecked(&mut self, node: Node, operands: &[Value]) -> NodeId {
         let id = self.graph.add_node(node);
         for (slot, v) in operands.iter().enumerate() {
-            self.graph.add_edge(
-                v.node,
-                id,
-                Use {
-                    slot: slot as u16,
-                    result: v.result,
-                },
-            );
+            self.graph.add_edge(v.node, id, Use { slot: slot as u16, result: v.result });
         }
         id
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value, role: OutputRole) {
-        self.outputs.push(Output {
-            name: name.into(),
-            value,
-            role,
-        });
+        self.outputs.push(Output { name: name.into(), value, role });
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -237,10 +195,7 @@ impl Graph {
 
     /// Nodes that use any result of `id`, each once, in id order.
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
-        let mut users: Vec<NodeId> = self
-            .graph
-            .neighbors_directed(id, Direction::Outgoing)
-            .collect();
+        let mut users: Vec<NodeId> = self.graph.neighbors_directed(id, Direction::Outgoing).collect();
         users.sort_unstable();
         users.dedup();
         users
@@ -290,14 +245,7 @@ impl Graph {
             .collect();
         for (edge, target, slot) in uses {
             self.graph.remove_edge(edge);
-            self.graph.add_edge(
-                to.node,
-                target,
-                Use {
-                    slot,
-                    result: to.result,
-                },
-            );
+            self.graph.add_edge(to.node, target, Use { slot, result: to.result });
         }
         for o in &mut self.outputs {
             if o.value == from {
@@ -332,11 +280,7 @@ impl Graph {
         if order.len() == self.graph.node_count() {
             Ok(order)
         } else {
-            Err(self
-                .graph
-                .node_indices()
-                .filter(|id| pending[id.index()] > 0)
-                .collect())
+            Err(self.graph.node_indices().filter(|id| pending[id.index()] > 0).collect())
         }
     }
 

@@ -13,31 +13,15 @@ use thiserror::Error;
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum TypeError {
     #[error("`{op}` takes {expected} operand(s), got {found}")]
-    Arity {
-        op: String,
-        expected: String,
-        found: usize,
-    },
+    Arity { op: String, expected: String, found: usize },
     #[error("`{op}` expects {expected} operands, got {found}")]
-    DType {
-        op: String,
-        expected: DType,
-        found: DType,
-    },
+    DType { op: String, expected: DType, found: DType },
     #[error("`{op}` needs operands of one shape, got {lhs} and {rhs}")]
     ShapeMismatch { op: String, lhs: Shape, rhs: Shape },
     #[error("`{op}`: axis {axis} is out of range for rank {rank}")]
-    Axis {
-        op: String,
-        axis: usize,
-        rank: usize,
-    },
+    Axis { op: String, axis: usize, rank: usize },
     #[error("matmul: inner dimensions differ: {lhs} · {rhs}{}", if *.transpose_rhs { "ᵀ" } else { "" })]
-    MatMul {
-        lhs: Shape,
-        rhs: Shape,
-        transpose_rhs: bool,
-    },
+    MatMul { lhs: Shape, rhs: Shape, transpose_rhs: bool },
     #[error("reshape from {from} to {to} changes the number of elements")]
     Reshape { from: Shape, to: Shape },
     #[error("cannot broadcast {from} to {to}")]
@@ -64,44 +48,28 @@ fn one(t: Type) -> Results {
 
 fn arity(op: &Op, ops: &[&Type], expected: usize) -> Result<(), TypeError> {
     if ops.len() != expected {
-        return Err(TypeError::Arity {
-            op: op.mnemonic(),
-            expected: expected.to_string(),
-            found: ops.len(),
-        });
+        return Err(TypeError::Arity { op: op.mnemonic(), expected: expected.to_string(), found: ops.len() });
     }
     Ok(())
 }
 
 fn dtype(op: &Op, t: &Type, expected: DType) -> Result<(), TypeError> {
     if t.dtype != expected {
-        return Err(TypeError::DType {
-            op: op.mnemonic(),
-            expected,
-            found: t.dtype,
-        });
+        return Err(TypeError::DType { op: op.mnemonic(), expected, found: t.dtype });
     }
     Ok(())
 }
 
 fn same_shape(op: &Op, a: &Type, b: &Type) -> Result<(), TypeError> {
     if a.shape != b.shape {
-        return Err(TypeError::ShapeMismatch {
-            op: op.mnemonic(),
-            lhs: a.shape.clone(),
-            rhs: b.shape.clone(),
-        });
+        return Err(TypeError::ShapeMismatch { op: op.mnemonic(), lhs: a.shape.clone(), rhs: b.shape.clone() });
     }
     Ok(())
 }
 
 fn axis(op: &Op, axis: usize, rank: usize) -> Result<(), TypeError> {
     if axis >= rank {
-        return Err(TypeError::Axis {
-            op: op.mnemonic(),
-            axis,
-            rank,
-        });
+        return Err(TypeError::Axis { op: op.mnemonic(), axis, rank });
     }
     Ok(())
 }
@@ -109,12 +77,7 @@ fn axis(op: &Op, axis: usize, rank: usize) -> Result<(), TypeError> {
 /// Whether `from` broadcasts to `to` under numpy's rules.
 pub fn broadcasts_to(from: &Shape, to: &Shape) -> bool {
     from.rank() <= to.rank()
-        && from
-            .dims()
-            .iter()
-            .rev()
-            .zip(to.dims().iter().rev())
-            .all(|(f, t)| f == t || *f == Dim::Fixed(1))
+        && from.dims().iter().rev().zip(to.dims().iter().rev()).all(|(f, t)| f == t || *f == Dim::Fixed(1))
 }
 
 /// The numpy broadcast of two shapes, if they are compatible.
@@ -122,16 +85,8 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     let rank = a.rank().max(b.rank());
     let mut dims: SmallVec<[Dim; 4]> = SmallVec::with_capacity(rank);
     for i in 0..rank {
-        let da = a
-            .rank()
-            .checked_sub(rank - i)
-            .map(|j| a.dims()[j])
-            .unwrap_or(Dim::Fixed(1));
-        let db = b
-            .rank()
-            .checked_sub(rank - i)
-            .map(|j| b.dims()[j])
-            .unwrap_or(Dim::Fixed(1));
+        let da = a.rank().checked_sub(rank - i).map(|j| a.dims()[j]).unwrap_or(Dim::Fixed(1));
+        let db = b.rank().checked_sub(rank - i).map(|j| b.dims()[j]).unwrap_or(Dim::Fixed(1));
         dims.push(match (da, db) {
             _ if da == db => da,
             (Dim::Fixed(1), d) | (d, Dim::Fixed(1)) => d,
@@ -193,19 +148,11 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             dtype(op, ops[0], DType::F32)?;
             dtype(op, ops[1], DType::F32)?;
             let (l, r) = (&ops[0].shape, &ops[1].shape);
-            let mismatch = || TypeError::MatMul {
-                lhs: l.clone(),
-                rhs: r.clone(),
-                transpose_rhs: *transpose_rhs,
-            };
+            let mismatch = || TypeError::MatMul { lhs: l.clone(), rhs: r.clone(), transpose_rhs: *transpose_rhs };
             if l.rank() < 1 || r.rank() != 2 {
                 return Err(mismatch());
             }
-            let (k, n) = if *transpose_rhs {
-                (r.dims()[1], r.dims()[0])
-            } else {
-                (r.dims()[0], r.dims()[1])
-            };
+            let (k, n) = if *transpose_rhs { (r.dims()[1], r.dims()[0]) } else { (r.dims()[0], r.dims()[1]) };
             if l.dims()[l.rank() - 1] != k {
                 return Err(mismatch());
             }
@@ -219,19 +166,13 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             let from = &ops[0].shape;
             match (from.count(), to.count()) {
                 (Some(a), Some(b)) if a == b => Ok(one(Type::new(ops[0].dtype, to.clone()))),
-                _ => Err(TypeError::Reshape {
-                    from: from.clone(),
-                    to: to.clone(),
-                }),
+                _ => Err(TypeError::Reshape { from: from.clone(), to: to.clone() }),
             }
         }
         Op::Broadcast(to) => {
             arity(op, ops, 1)?;
             if !broadcasts_to(&ops[0].shape, to) {
-                return Err(TypeError::Broadcast {
-                    from: ops[0].shape.clone(),
-                    to: to.clone(),
-                });
+                return Err(TypeError::Broadcast { from: ops[0].shape.clone(), to: to.clone() });
             }
             Ok(one(Type::new(ops[0].dtype, to.clone())))
         }
@@ -239,32 +180,18 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             arity(op, ops, 1)?;
             let rank = ops[0].rank();
             let mut seen = vec![false; rank];
-            let valid = perm.len() == rank
-                && perm
-                    .iter()
-                    .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+            let valid = perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
             if !valid {
-                return Err(TypeError::Transpose {
-                    perm: perm.to_vec(),
-                    rank,
-                });
+                return Err(TypeError::Transpose { perm: perm.to_vec(), rank });
             }
             let shape = Shape(perm.iter().map(|&p| ops[0].shape.dims()[p]).collect());
             Ok(one(Type::new(ops[0].dtype, shape)))
         }
-        Op::Slice {
-            axis: ax,
-            start,
-            end,
-        } => {
+        Op::Slice { axis: ax, start, end } => {
             arity(op, ops, 1)?;
             axis(op, *ax, ops[0].rank())?;
             let size = ops[0].shape.dims()[*ax];
-            let bad = || TypeError::Slice {
-                start: *start,
-                end: *end,
-                size,
-            };
+            let bad = || TypeError::Slice { start: *start, end: *end, size };
             if !start.always_le(*end) || !end.always_le(size) {
                 return Err(bad());
             }
@@ -275,11 +202,7 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
         }
         Op::Concat { axis: ax } => {
             if ops.is_empty() {
-                return Err(TypeError::Arity {
-                    op: op.mnemonic(),
-                    expected: "at least 1".into(),
-                    found: 0,
-                });
+                return Err(TypeError::Arity { op: op.mnemonic(), expected: "at least 1".into(), found: 0 });
             }
             let first = ops[0];
             axis(op, *ax, first.rank())?;
@@ -287,8 +210,7 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             for t in &ops[1..] {
                 dtype(op, t, first.dtype)?;
                 let same_rest = t.rank() == first.rank()
-                    && (0..t.rank())
-                        .all(|i| i == *ax || t.shape.dims()[i] == first.shape.dims()[i]);
+                    && (0..t.rank()).all(|i| i == *ax || t.shape.dims()[i] == first.shape.dims()[i]);
                 if !same_rest {
                     return Err(TypeError::Concat {
                         what: format!("{} and {} differ outside axis {ax}", first.shape, t.shape),
@@ -296,9 +218,7 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
                 }
                 len = len
                     .checked_add(t.shape.dims()[*ax])
-                    .ok_or_else(|| TypeError::Concat {
-                        what: "the result would be longer than T + constant".into(),
-                    })?;
+                    .ok_or_else(|| TypeError::Concat { what: "the result would be longer than T + constant".into() })?;
             }
             let mut shape = first.shape.clone();
             shape.0[*ax] = len;
@@ -322,18 +242,9 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             arity(op, ops, 2)?;
             dtype(op, ops[1], DType::I64)?;
             if ops[0].rank() < 1 {
-                return Err(TypeError::Axis {
-                    op: op.mnemonic(),
-                    axis: 0,
-                    rank: 0,
-                });
+                return Err(TypeError::Axis { op: op.mnemonic(), axis: 0, rank: 0 });
             }
-            let dims = ops[1]
-                .shape
-                .dims()
-                .iter()
-                .chain(&ops[0].shape.dims()[1..])
-                .copied();
+            let dims = ops[1].shape.dims().iter().chain(&ops[0].shape.dims()[1..]).copied();
             Ok(one(Type::new(ops[0].dtype, Shape::new(dims))))
         }
         Op::Scan(scan) => infer_scan(scan, ops),
@@ -344,18 +255,11 @@ fn infer_scan(scan: &crate::op::Scan, ops: &[&Type]) -> Result<Results, TypeErro
     let err = |what: String| TypeError::Scan { what };
     let n = scan.carries + scan.sequences + scan.constants;
     if ops.len() != n {
-        return Err(TypeError::Arity {
-            op: "scan".into(),
-            expected: n.to_string(),
-            found: ops.len(),
-        });
+        return Err(TypeError::Arity { op: "scan".into(), expected: n.to_string(), found: ops.len() });
     }
     let body = &scan.body;
     if body.inputs().len() != n {
-        return Err(err(format!(
-            "the body takes {} arguments, the scan passes {n}",
-            body.inputs().len()
-        )));
+        return Err(err(format!("the body takes {} arguments, the scan passes {n}", body.inputs().len())));
     }
     let mut steps: Option<Dim> = None;
     for (i, &input) in body.inputs().iter().enumerate() {
@@ -367,39 +271,27 @@ fn infer_scan(scan: &crate::op::Scan, ops: &[&Type]) -> Result<Results, TypeErro
             }
             let len = seq.shape.dims()[0];
             if *steps.get_or_insert(len) != len {
-                return Err(err(format!(
-                    "sequence operand {i} has {len} steps, another has {}",
-                    steps.unwrap_or(len)
-                )));
+                return Err(err(format!("sequence operand {i} has {len} steps, another has {}", steps.unwrap_or(len))));
             }
             Type::new(seq.dtype, Shape::new(seq.shape.dims()[1..].iter().copied()))
         } else {
             ops[i].clone()
         };
         if *declared != expected {
-            return Err(err(format!(
-                "argument {i} is declared {declared} but receives {expected}"
-            )));
+            return Err(err(format!("argument {i} is declared {declared} but receives {expected}")));
         }
     }
     let steps = steps.ok_or_else(|| err("a scan needs at least one sequence operand".into()))?;
     let outs = body.outputs();
     if outs.len() < scan.carries {
-        return Err(err(format!(
-            "the body returns {} values, fewer than its {} carries",
-            outs.len(),
-            scan.carries
-        )));
+        return Err(err(format!("the body returns {} values, fewer than its {} carries", outs.len(), scan.carries)));
     }
     let mut results: Results = SmallVec::new();
     for (i, o) in outs.iter().enumerate() {
         let t = body.value_type(o.value);
         if i < scan.carries {
             if t != ops[i] {
-                return Err(err(format!(
-                    "carry {i} enters as {} but the body returns {t}",
-                    ops[i]
-                )));
+                return Err(err(format!("carry {i} enters as {} but the body returns {t}", ops[i])));
             }
             results.push(t.clone());
         } else {

@@ -169,15 +169,8 @@ impl UnaryOp {
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 7] = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-        BinaryOp::Pow,
-    ];
+    pub const ALL: [BinaryOp; 7] =
+        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -218,14 +211,8 @@ impl BinaryOp {
 }
 
 impl CompareOp {
-    pub const ALL: [CompareOp; 6] = [
-        CompareOp::Lt,
-        CompareOp::Le,
-        CompareOp::Gt,
-        CompareOp::Ge,
-        CompareOp::Eq,
-        CompareOp::Ne,
-    ];
+    pub const ALL: [CompareOp; 6] =
+        [CompareOp::Lt, CompareOp::Le, CompareOp::Gt, CompareOp::Ge, CompareOp::Eq, CompareOp::Ne];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -297,10 +284,7 @@ impl Op {
     /// Whether the op reads nothing but its operands and has one result per element position
     /// (the candidates for elementwise fusion).
     pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select
-        )
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select)
     }
 }
 
@@ -316,9 +300,7 @@ impl fmt::Display for Attributes<'_> {
                 _ => Ok(()),
             },
             Op::Reduce { axis, .. } => write!(f, " {{axis = {axis}}}"),
-            Op::MatMul {
-                transpose_rhs: true,
-            } => f.write_str(" {transpose_rhs}"),
+            Op::MatMul { transpose_rhs: true } => f.write_str(" {transpose_rhs}"),
             Op::Reshape(s) | Op::Broadcast(s) => write!(f, " {{shape = {s}}}"),
             Op::Transpose(p) => write!(f, " {{perm = {p:?}}}"),
             Op::Slice { axis, start, end } => {
@@ -326,11 +308,9 @@ impl fmt::Display for Attributes<'_> {
             }
             Op::Concat { axis } => write!(f, " {{axis = {axis}}}"),
             Op::Unfold { axis, size } => write!(f, " {{axis = {axis}, size = {size}}}"),
-            Op::Scan(s) => write!(
-                f,
-                " {{carries = {}, sequences = {}, constants = {}}}",
-                s.carries, s.sequences, s.constants
-            ),
+            Op::Scan(s) => {
+                write!(f, " {{carries = {}, sequences = {}, constants = {}}}", s.carries, s.sequences, s.constants)
+            }
             _ => Ok(()),
         }
     }

@@ -49,9 +49,7 @@ impl Dim {
     pub fn checked_add(self, other: Dim) -> Option<Dim> {
         match (self, other) {
             (Dim::Fixed(a), Dim::Fixed(b)) => Some(Dim::Fixed(a + b)),
-            (Dim::Seq(k), Dim::Fixed(n)) | (Dim::Fixed(n), Dim::Seq(k)) => {
-                Some(Dim::Seq(k + n as i64))
-            }
+            (Dim::Seq(k), Dim::Fixed(n)) | (Dim::Fixed(n), Dim::Seq(k)) => Some(Dim::Seq(k + n as i64)),
             (Dim::Seq(_), Dim::Seq(_)) => None,
         }
     }
@@ -160,14 +158,8 @@ impl Shape {
             }
         }
         Some(match seq {
-            None => Count {
-                per_t: 0,
-                constant: fixed,
-            },
-            Some(k) => Count {
-                per_t: fixed,
-                constant: fixed * k,
-            },
+            None => Count { per_t: 0, constant: fixed },
+            Some(k) => Count { per_t: fixed, constant: fixed * k },
         })
     }
 }
@@ -235,13 +227,7 @@ mod tests {
     #[test]
     fn counts_are_linear_in_t() {
         let s = Shape::new([Dim::Seq(1), Dim::Fixed(4), Dim::Fixed(2)]);
-        assert_eq!(
-            s.count(),
-            Some(Count {
-                per_t: 8,
-                constant: 8
-            })
-        );
+        assert_eq!(s.count(), Some(Count { per_t: 8, constant: 8 }));
         assert_eq!(Shape::new([Dim::T, Dim::T]).count(), None);
         assert_eq!(s.to_string(), "[T+1, 4, 2]");
     }

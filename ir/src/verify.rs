@@ -38,11 +38,7 @@ pub enum VerifyErrorKind {
     #[error("the token input must be i64[T], found {0}")]
     Tokens(Type),
     #[error("state `{name}` is an input of type {input} but {output}")]
-    State {
-        name: String,
-        input: String,
-        output: String,
-    },
+    State { name: String, input: String, output: String },
     #[error("output `{0}` names a value that does not exist")]
     DanglingOutput(String),
     #[error("input node is not listed among the graph's inputs")]
@@ -93,12 +89,7 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
 fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
     let mut report = |node: Option<NodeId>, kind: VerifyErrorKind| {
         let origin = node.and_then(|n| graph.node(n).origin.clone());
-        errors.push(VerifyError {
-            scope: scope.to_vec(),
-            node,
-            origin,
-            kind,
-        });
+        errors.push(VerifyError { scope: scope.to_vec(), node, origin, kind });
     };
     if let Err(cycle) = graph.topo_order() {
         for n in cycle {
@@ -110,11 +101,8 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
     for id in graph.node_ids() {
         let node = graph.node(id);
         let operands = graph.operands(id);
-        let slots: SmallVec<[u16; 4]> = graph
-            .petgraph()
-            .edges_directed(id, petgraph::Direction::Incoming)
-            .map(|e| e.weight().slot)
-            .collect();
+        let slots: SmallVec<[u16; 4]> =
+            graph.petgraph().edges_directed(id, petgraph::Direction::Incoming).map(|e| e.weight().slot).collect();
         let mut sorted = slots.clone();
         sorted.sort_unstable();
         if sorted.iter().enumerate().any(|(i, &s)| s as usize != i) {
@@ -136,10 +124,7 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
             Err(e) => report(Some(id), e.into()),
             Ok(inferred) if inferred != node.results => report(
                 Some(id),
-                VerifyErrorKind::ResultTypes {
-                    recorded: list(&node.results),
-                    inferred: list(&inferred),
-                },
+                VerifyErrorKind::ResultTypes { recorded: list(&node.results), inferred: list(&inferred) },
             ),
             Ok(_) => {}
         }
@@ -148,8 +133,7 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
         }
     }
     for o in graph.outputs() {
-        let exists = graph.contains(o.value.node)
-            && (o.value.result as usize) < graph.node(o.value.node).results.len();
+        let exists = graph.contains(o.value.node) && (o.value.result as usize) < graph.node(o.value.node).results.len();
         if !exists {
             report(None, VerifyErrorKind::DanglingOutput(o.name.clone()));
         }
@@ -160,38 +144,17 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
             continue;
         }
         let input = graph.node(id).results[0].to_string();
-        let output = match graph
-            .outputs()
-            .iter()
-            .find(|o| o.role == OutputRole::State && o.name == p.name)
-        {
+        let output = match graph.outputs().iter().find(|o| o.role == OutputRole::State && o.name == p.name) {
             None => "the graph has no state output of that name".to_string(),
-            Some(o)
-                if graph.contains(o.value.node)
-                    && graph.value_type(o.value).to_string() != input =>
-            {
+            Some(o) if graph.contains(o.value.node) && graph.value_type(o.value).to_string() != input => {
                 format!("its next value is {}", graph.value_type(o.value))
             }
             Some(_) => continue,
         };
-        report(
-            Some(id),
-            VerifyErrorKind::State {
-                name: p.name.clone(),
-                input,
-                output,
-            },
-        );
+        report(Some(id), VerifyErrorKind::State { name: p.name.clone(), input, output });
     }
-    for o in graph
-        .outputs()
-        .iter()
-        .filter(|o| o.role == OutputRole::State)
-    {
-        let has_input = graph
-            .inputs()
-            .iter()
-            .any(|&i| graph.param(i).is_some_and(|p| p.name == o.name));
+    for o in graph.outputs().iter().filter(|o| o.role == OutputRole::State) {
+        let has_input = graph.inputs().iter().any(|&i| graph.param(i).is_some_and(|p| p.name == o.name));
         if !has_input {
             report(
                 None,
@@ -211,9 +174,5 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
 }
 
 fn list(types: &[Type]) -> String {
-    types
-        .iter()
-        .map(Type::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    types.iter().map(Type::to_string).collect::<Vec<_>>().join(", ")
 }

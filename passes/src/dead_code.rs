@@ -12,9 +12,7 @@ pub fn dead_code(graph: &mut Graph) -> usize {
     let mut live = vec![false; graph.node_ids().map(|n| n.index() + 1).max().unwrap_or(0)];
     let mut stack: Vec<NodeId> = graph.outputs().iter().map(|o| o.value.node).collect();
     for &input in graph.inputs() {
-        let keep = graph
-            .param(input)
-            .is_some_and(|p| !matches!(p.role, ParamRole::Weight));
+        let keep = graph.param(input).is_some_and(|p| !matches!(p.role, ParamRole::Weight));
         if keep {
             stack.push(input);
         }
@@ -30,10 +28,7 @@ pub fn dead_code(graph: &mut Graph) -> usize {
     for n in dead {
         graph.remove_node(n);
     }
-    let scans: Vec<NodeId> = graph
-        .node_ids()
-        .filter(|&n| matches!(graph.node(n).op, Op::Scan(_)))
-        .collect();
+    let scans: Vec<NodeId> = graph.node_ids().filter(|&n| matches!(graph.node(n).op, Op::Scan(_))).collect();
     for n in scans {
         if let Op::Scan(scan) = &mut graph.node_mut(n).op {
             removed += dead_code(&mut scan.body);
@@ -52,29 +47,12 @@ mod tests {
         let mut g = Graph::new("t");
         let ty = Type::f32(Shape::new([Dim::T]));
         let tokens = g.add_input(
-            Param {
-                role: ParamRole::Tokens,
-                name: "tokens".into(),
-            },
+            Param { role: ParamRole::Tokens, name: "tokens".into() },
             Type::new(DType::I64, Shape::new([Dim::T])),
             None,
         );
-        let x = g.add_input(
-            Param {
-                role: ParamRole::State { init: 0.0 },
-                name: "s".into(),
-            },
-            ty.clone(),
-            None,
-        );
-        let w = g.add_input(
-            Param {
-                role: ParamRole::Weight,
-                name: "unused".into(),
-            },
-            ty.clone(),
-            None,
-        );
+        let x = g.add_input(Param { role: ParamRole::State { init: 0.0 }, name: "s".into() }, ty.clone(), None);
+        let w = g.add_input(Param { role: ParamRole::Weight, name: "unused".into() }, ty.clone(), None);
         let used = g.add1(Op::Unary(UnaryOp::Exp), &[x], None).unwrap();
         let dead = g.add1(Op::Binary(BinaryOp::Add), &[used, w], None).unwrap();
         g.add_output("s", used, OutputRole::State);

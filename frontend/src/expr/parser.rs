@@ -40,8 +40,7 @@ enum Tok {
 }
 
 const PUNCT: [&str; 22] = [
-    "**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "=", "(", ")", "[", "]",
-    ",", ".", "!", ":",
+    "**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "=", "(", ")", "[", "]", ",", ".", "!", ":",
 ];
 
 fn lex(text: &str, base: usize) -> Result<Vec<(Tok, Span)>, ParseError> {
@@ -66,10 +65,7 @@ fn lex(text: &str, base: usize) -> Result<Vec<(Tok, Span)>, ParseError> {
             while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'_') {
                 i += 1;
             }
-            if i < bytes.len()
-                && bytes[i] == b'.'
-                && bytes.get(i + 1).is_none_or(|b| !b.is_ascii_alphabetic())
-            {
+            if i < bytes.len() && bytes[i] == b'.' && bytes.get(i + 1).is_none_or(|b| !b.is_ascii_alphabetic()) {
                 float = true;
                 i += 1;
                 while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -92,15 +88,13 @@ fn lex(text: &str, base: usize) -> Result<Vec<(Tok, Span)>, ParseError> {
             let s = text[start..i].replace('_', "");
             let span = base + start..base + i;
             let tok = if float {
-                s.parse().map(Tok::Float).map_err(|_| ParseError {
-                    span: span.clone(),
-                    message: format!("bad number `{s}`"),
-                })?
+                s.parse()
+                    .map(Tok::Float)
+                    .map_err(|_| ParseError { span: span.clone(), message: format!("bad number `{s}`") })?
             } else {
-                s.parse().map(Tok::Int).map_err(|_| ParseError {
-                    span: span.clone(),
-                    message: format!("integer `{s}` is too large"),
-                })?
+                s.parse()
+                    .map(Tok::Int)
+                    .map_err(|_| ParseError { span: span.clone(), message: format!("integer `{s}` is too large") })?
             };
             toks.push((tok, span));
             continue;
@@ -109,10 +103,7 @@ fn lex(text: &str, base: usize) -> Result<Vec<(Tok, Span)>, ParseError> {
             while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                 i += 1;
             }
-            toks.push((
-                Tok::Ident(text[start..i].to_string()),
-                base + start..base + i,
-            ));
+            toks.push((Tok::Ident(text[start..i].to_string()), base + start..base + i));
             continue;
         }
         match PUNCT.iter().find(|p| text[i..].starts_with(**p)) {
@@ -138,10 +129,7 @@ pub fn parse_expr(text: &str, base: usize) -> Result<Expr, ParseError> {
     let toks = lex(text, base)?;
     let mut p = Parser { toks, pos: 0 };
     if p.peek() == &Tok::End {
-        return Err(ParseError {
-            span: base..base + text.len(),
-            message: "empty expression".into(),
-        });
+        return Err(ParseError { span: base..base + text.len(), message: "empty expression".into() });
     }
     let e = p.expr()?;
     match p.peek() {
@@ -182,10 +170,7 @@ impl Parser {
             Tok::Punct(p) => format!("`{p}`"),
             Tok::End => "the end of the expression".into(),
         };
-        ParseError {
-            span: self.span(),
-            message: format!("{expected}, found {found}"),
-        }
+        ParseError { span: self.span(), message: format!("{expected}, found {found}") }
     }
 
     fn is_punct(&self, p: &str) -> bool {
@@ -223,11 +208,7 @@ impl Parser {
             let other = self.expr()?;
             let span = start..other.span.end;
             return Ok(Expr {
-                kind: ExprKind::If {
-                    cond: Box::new(cond),
-                    then: Box::new(then),
-                    other: Box::new(other),
-                },
+                kind: ExprKind::If { cond: Box::new(cond), then: Box::new(then), other: Box::new(other) },
                 span,
             });
         }
@@ -236,10 +217,7 @@ impl Parser {
 
     fn binary(lhs: Expr, op: BinOp, rhs: Expr) -> Expr {
         let span = lhs.span.start..rhs.span.end;
-        Expr {
-            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-            span,
-        }
+        Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
@@ -267,10 +245,7 @@ impl Parser {
             let start = self.bump().1.start;
             let e = self.not()?;
             let span = start..e.span.end;
-            return Ok(Expr {
-                kind: ExprKind::Unary(UnaryOp::Not, Box::new(e)),
-                span,
-            });
+            return Ok(Expr { kind: ExprKind::Unary(UnaryOp::Not, Box::new(e)), span });
         }
         self.cmp()
     }
@@ -326,10 +301,7 @@ impl Parser {
             let start = self.bump().1.start;
             let e = self.unary()?;
             let span = start..e.span.end;
-            return Ok(Expr {
-                kind: ExprKind::Unary(UnaryOp::Neg, Box::new(e)),
-                span,
-            });
+            return Ok(Expr { kind: ExprKind::Unary(UnaryOp::Neg, Box::new(e)), span });
         }
         self.power()
     }
@@ -351,10 +323,7 @@ impl Parser {
             let index = self.expr()?;
             let end = self.expect_punct("]", "expected `]` after the index")?.end;
             let span = e.span.start..end;
-            e = Expr {
-                kind: ExprKind::Index(Box::new(e), Box::new(index)),
-                span,
-            };
+            e = Expr { kind: ExprKind::Index(Box::new(e), Box::new(index)), span };
         }
         Ok(e)
     }
@@ -364,28 +333,17 @@ impl Parser {
         match tok {
             Tok::Int(n) => {
                 self.bump();
-                Ok(Expr {
-                    kind: ExprKind::Int(n),
-                    span,
-                })
+                Ok(Expr { kind: ExprKind::Int(n), span })
             }
             Tok::Float(x) => {
                 self.bump();
-                Ok(Expr {
-                    kind: ExprKind::Float(x),
-                    span,
-                })
+                Ok(Expr { kind: ExprKind::Float(x), span })
             }
             Tok::Ident(ref s) if s == "true" || s == "false" => {
                 self.bump();
-                Ok(Expr {
-                    kind: ExprKind::Bool(s == "true"),
-                    span,
-                })
+                Ok(Expr { kind: ExprKind::Bool(s == "true"), span })
             }
-            Tok::Ident(ref s) if KEYWORDS.contains(&s.as_str()) => {
-                Err(self.error("expected a value"))
-            }
+            Tok::Ident(ref s) if KEYWORDS.contains(&s.as_str()) => Err(self.error("expected a value")),
             Tok::Ident(name) => {
                 self.bump();
                 if self.is_punct("(") {
@@ -406,10 +364,7 @@ impl Parser {
                         }
                     }
                 }
-                Ok(Expr {
-                    kind: ExprKind::Name(parts),
-                    span: span.start..end,
-                })
+                Ok(Expr { kind: ExprKind::Name(parts), span: span.start..end })
             }
             Tok::Punct("[") => {
                 self.bump();
@@ -421,10 +376,7 @@ impl Parser {
                     }
                 }
                 let end = self.bump().1.end;
-                Ok(Expr {
-                    kind: ExprKind::List(items),
-                    span: span.start..end,
-                })
+                Ok(Expr { kind: ExprKind::List(items), span: span.start..end })
             }
             Tok::Punct("(") => {
                 self.bump();
@@ -442,19 +394,13 @@ impl Parser {
         let mut args = Vec::new();
         let mut kwargs: Vec<(String, Span, Expr)> = Vec::new();
         while !self.is_punct(")") {
-            let is_kwarg = matches!(self.peek(), Tok::Ident(_))
-                && matches!(self.toks[self.pos + 1].0, Tok::Punct("="));
+            let is_kwarg = matches!(self.peek(), Tok::Ident(_)) && matches!(self.toks[self.pos + 1].0, Tok::Punct("="));
             if is_kwarg {
                 let (tok, kspan) = self.bump();
                 self.bump(); // =
-                let Tok::Ident(key) = tok else {
-                    unreachable!("checked above")
-                };
+                let Tok::Ident(key) = tok else { unreachable!("checked above") };
                 if kwargs.iter().any(|(k, _, _)| *k == key) {
-                    return Err(ParseError {
-                        span: kspan,
-                        message: format!("argument `{key}` is given twice"),
-                    });
+                    return Err(ParseError { span: kspan, message: format!("argument `{key}` is given twice") });
                 }
                 kwargs.push((key, kspan, self.expr()?));
             } else {
@@ -472,12 +418,7 @@ impl Parser {
         }
         let end = self.bump().1.end;
         Ok(Expr {
-            kind: ExprKind::Call {
-                callee,
-                callee_span: callee_span.clone(),
-                args,
-                kwargs,
-            },
+            kind: ExprKind::Call { callee, callee_span: callee_span.clone(), args, kwargs },
             span: callee_span.start..end,
         })
     }
@@ -493,30 +434,19 @@ mod tests {
             ExprKind::Float(x) => format!("{x:?}"),
             ExprKind::Bool(b) => b.to_string(),
             ExprKind::Name(p) => p.join("."),
-            ExprKind::List(items) => format!(
-                "[{}]",
-                items.iter().map(show).collect::<Vec<_>>().join(", ")
-            ),
+            ExprKind::List(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
             ExprKind::Unary(UnaryOp::Neg, x) => format!("(-{})", show(x)),
             ExprKind::Unary(UnaryOp::Not, x) => format!("(not {})", show(x)),
             ExprKind::Binary(op, a, b) => format!("({} {} {})", show(a), op.symbol(), show(b)),
-            ExprKind::Call {
-                callee,
-                args,
-                kwargs,
-                ..
-            } => {
+            ExprKind::Call { callee, args, kwargs, .. } => {
                 let mut parts: Vec<String> = args.iter().map(show).collect();
                 parts.extend(kwargs.iter().map(|(k, _, v)| format!("{k}={}", show(v))));
                 format!("{callee}({})", parts.join(", "))
             }
             ExprKind::Index(a, i) => format!("{}[{}]", show(a), show(i)),
-            ExprKind::If { cond, then, other } => format!(
-                "(if {} then {} else {})",
-                show(cond),
-                show(then),
-                show(other)
-            ),
+            ExprKind::If { cond, then, other } => {
+                format!("(if {} then {} else {})", show(cond), show(then), show(other))
+            }
         }
     }
 
@@ -531,25 +461,16 @@ mod tests {
         assert_eq!(p("2 ** -1"), "(2 ** (-1))");
         assert_eq!(p("a // 2 % 3"), "((a // 2) % 3)");
         assert_eq!(p("i == 0 and not t or u"), "(((i == 0) and (not t)) or u)");
-        assert_eq!(
-            p("if i == 0 then f(x) else x"),
-            "(if (i == 0) then f(x) else x)"
-        );
+        assert_eq!(p("if i == 0 then f(x) else x"), "(if (i == 0) then f(x) else x)");
         assert_eq!(p("1e-5 + 1.5 + 3"), "((1e-5 + 1.5) + 3)");
         assert_eq!(p("-1e30"), "(-1e30)");
     }
 
     #[test]
     fn calls_names_lists() {
-        assert_eq!(
-            p("scan(wkv, over = [k, v], carry = [state.num])"),
-            "scan(wkv, over=[k, v], carry=[state.num])"
-        );
+        assert_eq!(p("scan(wkv, over = [k, v], carry = [state.num])"), "scan(wkv, over=[k, v], carry=[state.num])");
         assert_eq!(p("limit[1]"), "limit[1]");
-        assert_eq!(
-            p("mean(x, axis = -1, keepdim = true)"),
-            "mean(x, axis=(-1), keepdim=true)"
-        );
+        assert_eq!(p("mean(x, axis = -1, keepdim = true)"), "mean(x, axis=(-1), keepdim=true)");
     }
 
     #[test]
@@ -558,18 +479,9 @@ mod tests {
         assert_eq!(e.span, 14..15);
         assert_eq!(e.message, "expected a value, found `*`");
         let e = parse_expr("f(a = 1, b)", 0).unwrap_err();
-        assert_eq!(
-            e.message,
-            "positional arguments must come before named ones"
-        );
+        assert_eq!(e.message, "positional arguments must come before named ones");
         let e = parse_expr("x $ y", 0).unwrap_err();
-        assert_eq!(
-            (e.span, e.message.as_str()),
-            (2..3, "unexpected character `$`")
-        );
-        assert!(parse_expr("(a + b", 0)
-            .unwrap_err()
-            .message
-            .starts_with("expected `)`"));
+        assert_eq!((e.span, e.message.as_str()), (2..3, "unexpected character `$`"));
+        assert!(parse_expr("(a + b", 0).unwrap_err().message.starts_with("expected `)`"));
     }
 }

@@ -8,9 +8,7 @@ use super::value::fold_binary;
 use super::{Frame, Lowerer, Val};
 use crate::expr::BinOp;
 use crate::source::Diagnostic;
-use kiln_ir::{
-    broadcast_shapes, BinaryOp, CompareOp, Dim, Graph, Op, ReduceOp, Shape, UnaryOp, Value,
-};
+use kiln_ir::{broadcast_shapes, BinaryOp, CompareOp, Dim, Graph, Op, ReduceOp, Shape, UnaryOp, Value};
 use std::ops::Range;
 
 /// Every primitive callable from a spec, with its parameters (`?` marks an optional one).
@@ -70,12 +68,7 @@ impl Args {
 
     /// A required argument (binding has already checked that it is present).
     fn req(&mut self, i: usize) -> Result<(Val, Range<usize>), Diagnostic> {
-        self.take(i).ok_or_else(|| {
-            Diagnostic::new(
-                format!("internal: argument {i} missing after binding"),
-                None,
-            )
-        })
+        self.take(i).ok_or_else(|| Diagnostic::new(format!("internal: argument {i} missing after binding"), None))
     }
 }
 
@@ -88,19 +81,12 @@ impl<'s> Lowerer<'s> {
         kwargs: Vec<(&str, Range<usize>, Val)>,
         span: &Range<usize>,
     ) -> Result<Args, Diagnostic> {
-        let params = SIGNATURES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(&[][..], |(_, p)| *p);
+        let params = SIGNATURES.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, p)| *p);
         let sig = || format!("{name}({})", params.join(", "));
         if args.len() > params.len() {
             return Err(Diagnostic::at(
                 &self.loc(frame, span),
-                format!(
-                    "`{name}` takes at most {} argument(s), got {}",
-                    params.len(),
-                    args.len()
-                ),
+                format!("`{name}` takes at most {} argument(s), got {}", params.len(), args.len()),
             )
             .note(format!("the signature is `{}`", sig())));
         }
@@ -108,27 +94,18 @@ impl<'s> Lowerer<'s> {
         vals.resize(params.len(), None);
         for (k, ks, v) in kwargs {
             let Some(i) = params.iter().position(|p| p.trim_end_matches('?') == k) else {
-                return Err(Diagnostic::at(
-                    &self.loc(frame, &ks),
-                    format!("`{name}` has no parameter `{k}`"),
-                )
-                .note(format!("the signature is `{}`", sig())));
+                return Err(Diagnostic::at(&self.loc(frame, &ks), format!("`{name}` has no parameter `{k}`"))
+                    .note(format!("the signature is `{}`", sig())));
             };
             if vals[i].is_some() {
-                return Err(Diagnostic::at(
-                    &self.loc(frame, &ks),
-                    format!("argument `{k}` is given twice"),
-                ));
+                return Err(Diagnostic::at(&self.loc(frame, &ks), format!("argument `{k}` is given twice")));
             }
             vals[i] = Some((v, ks));
         }
         for (i, p) in params.iter().enumerate() {
             if vals[i].is_none() && !p.ends_with('?') {
-                return Err(Diagnostic::at(
-                    &self.loc(frame, span),
-                    format!("`{name}` is missing argument `{p}`"),
-                )
-                .note(format!("the signature is `{}`", sig())));
+                return Err(Diagnostic::at(&self.loc(frame, span), format!("`{name}` is missing argument `{p}`"))
+                    .note(format!("the signature is `{}`", sig())));
             }
         }
         Ok(Args { vals })
@@ -155,48 +132,25 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    fn int(
-        &self,
-        frame: &Frame<'s, '_>,
-        v: &(Val, Range<usize>),
-        what: &str,
-    ) -> Result<i64, Diagnostic> {
+    fn int(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>), what: &str) -> Result<i64, Diagnostic> {
         match v.0 {
             Val::Int(n) => Ok(n),
             ref other => Err(Diagnostic::at(
                 &self.loc(frame, &v.1),
-                format!(
-                    "{what} must be an integer known when compiling, found {}",
-                    other.kind()
-                ),
+                format!("{what} must be an integer known when compiling, found {}", other.kind()),
             )),
         }
     }
 
-    fn axis(
-        &self,
-        frame: &Frame<'s, '_>,
-        v: &(Val, Range<usize>),
-        rank: usize,
-    ) -> Result<usize, Diagnostic> {
+    fn axis(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>), rank: usize) -> Result<usize, Diagnostic> {
         let a = self.int(frame, v, "an axis")?;
         let k = if a < 0 { rank as i64 + a } else { a };
-        usize::try_from(k)
-            .ok()
-            .filter(|&k| k < rank)
-            .ok_or_else(|| {
-                Diagnostic::at(
-                    &self.loc(frame, &v.1),
-                    format!("axis {a} is out of range for a tensor of rank {rank}"),
-                )
-            })
+        usize::try_from(k).ok().filter(|&k| k < rank).ok_or_else(|| {
+            Diagnostic::at(&self.loc(frame, &v.1), format!("axis {a} is out of range for a tensor of rank {rank}"))
+        })
     }
 
-    fn shape_arg(
-        &self,
-        frame: &Frame<'s, '_>,
-        v: &(Val, Range<usize>),
-    ) -> Result<Shape, Diagnostic> {
+    fn shape_arg(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>)) -> Result<Shape, Diagnostic> {
         let Val::List(items) = &v.0 else {
             return Err(Diagnostic::at(
                 &self.loc(frame, &v.1),
@@ -209,10 +163,7 @@ impl<'s> Lowerer<'s> {
                 i.as_dim().ok_or_else(|| {
                     Diagnostic::at(
                         &self.loc(frame, &v.1),
-                        format!(
-                            "a shape holds sizes (non-negative integers or T), found {}",
-                            i.kind()
-                        ),
+                        format!("a shape holds sizes (non-negative integers or T), found {}", i.kind()),
                     )
                 })
             })
@@ -255,17 +206,10 @@ impl<'s> Lowerer<'s> {
         for t in &tensors[1..] {
             let s = &g.value_type(*t).shape;
             target = broadcast_shapes(&target, s).ok_or_else(|| {
-                let types: Vec<String> = tensors
-                    .iter()
-                    .map(|t| g.value_type(*t).to_string())
-                    .collect();
+                let types: Vec<String> = tensors.iter().map(|t| g.value_type(*t).to_string()).collect();
                 Diagnostic::at(
                     &self.loc(frame, span),
-                    format!(
-                        "shape mismatch in `{}`: cannot broadcast {} together",
-                        op.mnemonic(),
-                        types.join(" and ")
-                    ),
+                    format!("shape mismatch in `{}`: cannot broadcast {} together", op.mnemonic(), types.join(" and ")),
                 )
                 .label("operands of incompatible shapes")
             })?;
@@ -310,12 +254,7 @@ impl<'s> Lowerer<'s> {
             BinOp::FloorDiv | BinOp::Rem | BinOp::And | BinOp::Or => {
                 return Err(Diagnostic::at(
                     &self.loc(frame, span),
-                    format!(
-                        "`{}` is not defined on {} and {}",
-                        op.symbol(),
-                        a.kind(),
-                        b.kind()
-                    ),
+                    format!("`{}` is not defined on {} and {}", op.symbol(), a.kind(), b.kind()),
                 ));
             }
         };
@@ -356,13 +295,9 @@ impl<'s> Lowerer<'s> {
         match name {
             "max" | "min" => {
                 let x = a.req(0)?;
-                let rest: Vec<_> = (1..if name == "max" { 4 } else { 2 })
-                    .map(|i| a.take(i))
-                    .collect();
+                let rest: Vec<_> = (1..if name == "max" { 4 } else { 2 }).map(|i| a.take(i)).collect();
                 if name == "max" && rest[1].is_some() {
-                    let keep = rest[2]
-                        .as_ref()
-                        .map_or(Ok(false), |k| self.bool_arg(frame, k))?;
+                    let keep = rest[2].as_ref().map_or(Ok(false), |k| self.bool_arg(frame, k))?;
                     return self.reduce(
                         g,
                         frame,
@@ -380,21 +315,11 @@ impl<'s> Lowerer<'s> {
                         format!("`{name}` takes two operands (or `axis =` to reduce)"),
                     ));
                 };
-                let op = if name == "max" {
-                    BinaryOp::Max
-                } else {
-                    BinaryOp::Min
-                };
+                let op = if name == "max" { BinaryOp::Max } else { BinaryOp::Min };
                 if let (Some(p), Some(q)) = (x.0.as_f64(), b.0.as_f64()) {
                     return Ok(Val::Float(f64::from(op.apply(p as f32, q as f32))));
                 }
-                self.elementwise(
-                    g,
-                    frame,
-                    Op::Binary(op),
-                    &[(&x.0, &x.1), (&b.0, &b.1)],
-                    span,
-                )
+                self.elementwise(g, frame, Op::Binary(op), &[(&x.0, &x.1), (&b.0, &b.1)], span)
             }
             "where" => {
                 let (c, x, y) = (a.req(0)?, a.req(1)?, a.req(2)?);
@@ -403,54 +328,23 @@ impl<'s> Lowerer<'s> {
                     Val::Bool(false) => return Ok(y.0),
                     _ => {}
                 }
-                self.elementwise(
-                    g,
-                    frame,
-                    Op::Select,
-                    &[(&c.0, &c.1), (&x.0, &x.1), (&y.0, &y.1)],
-                    span,
-                )
+                self.elementwise(g, frame, Op::Select, &[(&c.0, &c.1), (&x.0, &x.1), (&y.0, &y.1)], span)
             }
             "sum" | "mean" => {
                 let (x, axis) = (a.req(0)?, a.req(1)?);
                 let keep = a.take(2).map_or(Ok(false), |k| self.bool_arg(frame, &k))?;
-                self.reduce(
-                    g,
-                    frame,
-                    ReduceOp::Sum,
-                    x,
-                    &axis,
-                    keep,
-                    name == "mean",
-                    span,
-                )
+                self.reduce(g, frame, ReduceOp::Sum, x, &axis, keep, name == "mean", span)
             }
             "matmul" | "linear" => {
                 let (x, w) = (a.req(0)?, a.req(1)?);
-                let (x, w) = (
-                    self.tensor(g, frame, &x.0, &x.1)?,
-                    self.tensor(g, frame, &w.0, &w.1)?,
-                );
-                self.emit(
-                    g,
-                    frame,
-                    Op::MatMul {
-                        transpose_rhs: name == "linear",
-                    },
-                    &[x, w],
-                    origin,
-                    span,
-                )
+                let (x, w) = (self.tensor(g, frame, &x.0, &x.1)?, self.tensor(g, frame, &w.0, &w.1)?);
+                self.emit(g, frame, Op::MatMul { transpose_rhs: name == "linear" }, &[x, w], origin, span)
             }
             "reshape" | "broadcast" => {
                 let (x, s) = (a.req(0)?, a.req(1)?);
                 let x = self.tensor(g, frame, &x.0, &x.1)?;
                 let shape = self.shape_arg(frame, &s)?;
-                let op = if name == "reshape" {
-                    Op::Reshape(shape)
-                } else {
-                    Op::Broadcast(shape)
-                };
+                let op = if name == "reshape" { Op::Reshape(shape) } else { Op::Broadcast(shape) };
                 self.emit(g, frame, op, &[x], origin, span)
             }
             "transpose" => {
@@ -505,10 +399,7 @@ impl<'s> Lowerer<'s> {
                     v.0.as_dim().ok_or_else(|| {
                         Diagnostic::at(
                             &self.loc(frame, &v.1),
-                            format!(
-                                "a slice bound is a size (an integer or T + k), found {}",
-                                v.0.kind()
-                            ),
+                            format!("a slice bound is a size (an integer or T + k), found {}", v.0.kind()),
                         )
                     })
                 };
@@ -523,15 +414,9 @@ impl<'s> Lowerer<'s> {
                         format!("`concat` takes a list of tensors, found {}", xs.0.kind()),
                     ));
                 };
-                let ts = items
-                    .iter()
-                    .map(|i| self.tensor(g, frame, i, &xs.1))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let ts = items.iter().map(|i| self.tensor(g, frame, i, &xs.1)).collect::<Result<Vec<_>, _>>()?;
                 let Some(first) = ts.first() else {
-                    return Err(Diagnostic::at(
-                        &self.loc(frame, &xs.1),
-                        "`concat` of an empty list",
-                    ));
+                    return Err(Diagnostic::at(&self.loc(frame, &xs.1), "`concat` of an empty list"));
                 };
                 let axis = self.axis(frame, &ax, g.value_type(*first).rank())?;
                 self.emit(g, frame, Op::Concat { axis }, &ts, origin, span)
@@ -545,10 +430,7 @@ impl<'s> Lowerer<'s> {
             }
             "gather" => {
                 let (table, idx) = (a.req(0)?, a.req(1)?);
-                let (table, idx) = (
-                    self.tensor(g, frame, &table.0, &table.1)?,
-                    self.tensor(g, frame, &idx.0, &idx.1)?,
-                );
+                let (table, idx) = (self.tensor(g, frame, &table.0, &table.1)?, self.tensor(g, frame, &idx.0, &idx.1)?);
                 self.emit(g, frame, Op::Gather, &[table, idx], origin, span)
             }
             "dim" | "rank" => {
@@ -564,10 +446,9 @@ impl<'s> Lowerer<'s> {
                     d => Val::Dim(d),
                 })
             }
-            other => Err(Diagnostic::at(
-                &self.loc(frame, span),
-                format!("internal: primitive `{other}` has no lowering"),
-            )),
+            other => {
+                Err(Diagnostic::at(&self.loc(frame, span), format!("internal: primitive `{other}` has no lowering")))
+            }
         }
     }
 
@@ -597,14 +478,7 @@ impl<'s> Lowerer<'s> {
         let shape = g.value_type(t).shape.clone();
         let ax = self.axis(frame, axis, shape.rank())?;
         let origin = self.origin(frame, span);
-        let mut r = self.emit(
-            g,
-            frame,
-            Op::Reduce { op, axis: ax },
-            &[t],
-            origin.clone(),
-            span,
-        )?;
+        let mut r = self.emit(g, frame, Op::Reduce { op, axis: ax }, &[t], origin.clone(), span)?;
         if mean {
             let Dim::Fixed(n) = shape.dims()[ax] else {
                 return Err(Diagnostic::at(
@@ -615,9 +489,7 @@ impl<'s> Lowerer<'s> {
             r = self.binary(g, frame, BinOp::Div, r, Val::Int(n as i64), span)?;
         }
         if !keepdim {
-            let Val::Tensor(v) = r else {
-                unreachable!("reductions give tensors")
-            };
+            let Val::Tensor(v) = r else { unreachable!("reductions give tensors") };
             let mut dims = shape.0.clone();
             dims.remove(ax);
             r = self.emit(g, frame, Op::Reshape(Shape(dims)), &[v], origin, span)?;

@@ -34,18 +34,11 @@ const MAX_CALL_DEPTH: usize = 64;
 
 fn prelude() -> Result<&'static SpecFile, Diagnostic> {
     static PRELUDE: OnceLock<Result<SpecFile, Diagnostic>> = OnceLock::new();
-    PRELUDE
-        .get_or_init(|| parse_spec(SourceFile::new("prelude.toml", crate::PRELUDE)))
-        .as_ref()
-        .map_err(Clone::clone)
+    PRELUDE.get_or_init(|| parse_spec(SourceFile::new("prelude.toml", crate::PRELUDE))).as_ref().map_err(Clone::clone)
 }
 
 /// Compiles `spec` for the hyperparameters in `config` (a checkpoint's `config.json`).
-pub fn compile(
-    spec: &SpecFile,
-    config: &serde_json::Value,
-    options: &CompileOptions,
-) -> Result<Graph, Diagnostic> {
+pub fn compile(spec: &SpecFile, config: &serde_json::Value, options: &CompileOptions) -> Result<Graph, Diagnostic> {
     let prelude = prelude()?;
     let mut lowerer = Lowerer::new(spec, prelude, config, options)?;
     lowerer.lower_graph()
@@ -76,19 +69,13 @@ impl<'s> Lowerer<'s> {
         options: &'s CompileOptions,
     ) -> Result<Lowerer<'s>, Diagnostic> {
         let mut functions = HashMap::new();
-        for (file, decl) in prelude
-            .functions
-            .iter()
-            .map(|f| (&prelude.file, f))
-            .chain(spec.functions.iter().map(|f| (&spec.file, f)))
+        for (file, decl) in
+            prelude.functions.iter().map(|f| (&prelude.file, f)).chain(spec.functions.iter().map(|f| (&spec.file, f)))
         {
             if builtins::is_builtin(&decl.name.name) {
                 return Err(Diagnostic::at(
                     &decl.name.loc,
-                    format!(
-                        "`{}` is a primitive and cannot be redefined",
-                        decl.name.name
-                    ),
+                    format!("`{}` is a primitive and cannot be redefined", decl.name.name),
                 ));
             }
             // A spec function may replace a prelude function of the same name.
@@ -103,15 +90,7 @@ impl<'s> Lowerer<'s> {
             blocks.insert(b.name.name.as_str(), b);
         }
         let globals = Globals::new(spec, config, options)?;
-        Ok(Lowerer {
-            spec,
-            functions,
-            steps,
-            blocks,
-            globals,
-            weight_inputs: HashMap::new(),
-            depth: 0,
-        })
+        Ok(Lowerer { spec, functions, steps, blocks, globals, weight_inputs: HashMap::new(), depth: 0 })
     }
 
     fn lower_graph(&mut self) -> Result<Graph, Diagnostic> {
@@ -122,15 +101,11 @@ impl<'s> Lowerer<'s> {
                 .help("the [graph] section names the outputs, e.g. `outputs = [\"logits\"]`, and computes them")
         })?;
         if decl.outputs.is_empty() {
-            return Err(Diagnostic::at(&decl.loc, "[graph] declares no outputs")
-                .help("add `outputs = [\"logits\"]`"));
+            return Err(Diagnostic::at(&decl.loc, "[graph] declares no outputs").help("add `outputs = [\"logits\"]`"));
         }
         let mut g = Graph::new(name);
         let tokens = g.add_input(
-            kiln_ir::Param {
-                role: kiln_ir::ParamRole::Tokens,
-                name: "tokens".into(),
-            },
+            kiln_ir::Param { role: kiln_ir::ParamRole::Tokens, name: "tokens".into() },
             kiln_ir::Type::new(kiln_ir::DType::I64, kiln_ir::Shape::new([kiln_ir::Dim::T])),
             None,
         );
@@ -139,10 +114,7 @@ impl<'s> Lowerer<'s> {
         for out in &decl.outputs {
             let v = self.lookup(&mut g, &frame, &out.name, &out.loc)?;
             let Val::Tensor(v) = v else {
-                return Err(Diagnostic::at(
-                    &out.loc,
-                    format!("output `{}` is {}, not a tensor", out.name, v.kind()),
-                ));
+                return Err(Diagnostic::at(&out.loc, format!("output `{}` is {}, not a tensor", out.name, v.kind())));
             };
             g.add_output(out.name.clone(), v, kiln_ir::OutputRole::Result);
         }
@@ -167,12 +139,7 @@ impl<'s> Lowerer<'s> {
     }
 
     /// Evaluates an expression.
-    pub(crate) fn eval(
-        &mut self,
-        g: &mut Graph,
-        frame: &Frame<'s, '_>,
-        e: &Expr,
-    ) -> Result<Val, Diagnostic> {
+    pub(crate) fn eval(&mut self, g: &mut Graph, frame: &Frame<'s, '_>, e: &Expr) -> Result<Val, Diagnostic> {
         match &e.kind {
             ExprKind::Int(n) => Ok(Val::Int(*n)),
             ExprKind::Float(x) => Ok(Val::Float(*x)),
@@ -193,7 +160,10 @@ impl<'s> Lowerer<'s> {
                             d
                         })?,
                         other => {
-                            return Err(Diagnostic::at(&loc, format!("`{}` is {}, which has no fields", parts[0], other.kind())))
+                            return Err(Diagnostic::at(
+                                &loc,
+                                format!("`{}` is {}, which has no fields", parts[0], other.kind()),
+                            ))
                         }
                     };
                 }
@@ -210,11 +180,17 @@ impl<'s> Lowerer<'s> {
                     (Val::List(items), Val::Int(n)) => {
                         let k = if *n < 0 { items.len() as i64 + n } else { *n };
                         usize::try_from(k).ok().and_then(|k| items.get(k)).cloned().ok_or_else(|| {
-                            Diagnostic::at(&self.loc(frame, &index.span), format!("index {n} is out of range for a list of {}", items.len()))
+                            Diagnostic::at(
+                                &self.loc(frame, &index.span),
+                                format!("index {n} is out of range for a list of {}", items.len()),
+                            )
                         })
                     }
-                    _ => Err(Diagnostic::at(&self.loc(frame, &e.span), format!("cannot index {} with {}", l.kind(), i.kind()))
-                        .help("only lists (such as a list hyperparameter) can be indexed")),
+                    _ => Err(Diagnostic::at(
+                        &self.loc(frame, &e.span),
+                        format!("cannot index {} with {}", l.kind(), i.kind()),
+                    )
+                    .help("only lists (such as a list hyperparameter) can be indexed")),
                 }
             }
             ExprKind::Unary(op, x) => {
@@ -237,10 +213,15 @@ impl<'s> Lowerer<'s> {
             ExprKind::If { cond, then, other } => match self.eval(g, frame, cond)? {
                 Val::Bool(true) => self.eval(g, frame, then),
                 Val::Bool(false) => self.eval(g, frame, other),
-                v => Err(Diagnostic::at(&self.loc(frame, &cond.span), format!("the condition of `if` is {}, not a boolean known when compiling", v.kind()))
-                    .help("`if` chooses between graphs at compile time; use `where(cond, a, b)` to choose per element")),
+                v => Err(Diagnostic::at(
+                    &self.loc(frame, &cond.span),
+                    format!("the condition of `if` is {}, not a boolean known when compiling", v.kind()),
+                )
+                .help("`if` chooses between graphs at compile time; use `where(cond, a, b)` to choose per element")),
             },
-            ExprKind::Call { callee, callee_span, args, kwargs } => self.call(g, frame, callee, callee_span, args, kwargs, &e.span),
+            ExprKind::Call { callee, callee_span, args, kwargs } => {
+                self.call(g, frame, callee, callee_span, args, kwargs, &e.span)
+            }
         }
     }
 
@@ -257,23 +238,12 @@ impl<'s> Lowerer<'s> {
             (UnaryOp::Neg, Val::Float(x)) => Ok(Val::Float(-x)),
             (UnaryOp::Neg, Val::Tensor(t)) => {
                 let origin = self.origin(frame, span);
-                self.emit(
-                    g,
-                    frame,
-                    Op::Unary(kiln_ir::UnaryOp::Neg),
-                    &[t],
-                    origin,
-                    span,
-                )
+                self.emit(g, frame, Op::Unary(kiln_ir::UnaryOp::Neg), &[t], origin, span)
             }
             (UnaryOp::Not, Val::Bool(b)) => Ok(Val::Bool(!b)),
             (op, v) => Err(Diagnostic::at(
                 &self.loc(frame, span),
-                format!(
-                    "`{}` does not apply to {}",
-                    if op == UnaryOp::Neg { "-" } else { "not" },
-                    v.kind()
-                ),
+                format!("`{}` does not apply to {}", if op == UnaryOp::Neg { "-" } else { "not" }, v.kind()),
             )),
         }
     }
@@ -290,10 +260,7 @@ impl<'s> Lowerer<'s> {
     ) -> Result<Val, Diagnostic> {
         let mnemonic = op.mnemonic();
         g.add1(op, operands, origin).map(Val::Tensor).map_err(|e| {
-            let types: Vec<String> = operands
-                .iter()
-                .map(|v| g.value_type(*v).to_string())
-                .collect();
+            let types: Vec<String> = operands.iter().map(|v| g.value_type(*v).to_string()).collect();
             Diagnostic::at(&self.loc(frame, span), format!("{e}"))
                 .label(format!("this `{mnemonic}` gets {}", types.join(", ")))
         })
@@ -367,17 +334,9 @@ impl<'s> Lowerer<'s> {
         if args.len() > params.len() {
             return Err(Diagnostic::at(
                 &call_loc,
-                format!(
-                    "`{name}` takes {} argument(s), got {}",
-                    params.len(),
-                    args.len()
-                ),
+                format!("`{name}` takes {} argument(s), got {}", params.len(), args.len()),
             )
-            .note(format!(
-                "`{name}({})` is defined at {}",
-                params.join(", "),
-                decl.name.loc
-            )));
+            .note(format!("`{name}({})` is defined at {}", params.join(", "), decl.name.loc)));
         }
         let mut inner = Frame::function(file, &decl.bindings, frame, name);
         for (p, a) in params.iter().zip(args) {
@@ -386,27 +345,17 @@ impl<'s> Lowerer<'s> {
         }
         for (k, ks, v) in kwargs {
             if !params.contains(&k.as_str()) {
-                return Err(Diagnostic::at(
-                    &self.loc(frame, ks),
-                    format!("`{name}` has no parameter `{k}`"),
-                )
-                .note(format!("its parameters are {}", params.join(", "))));
+                return Err(Diagnostic::at(&self.loc(frame, ks), format!("`{name}` has no parameter `{k}`"))
+                    .note(format!("its parameters are {}", params.join(", "))));
             }
             if inner.vars.contains_key(k) {
-                return Err(Diagnostic::at(
-                    &self.loc(frame, ks),
-                    format!("argument `{k}` is given twice"),
-                ));
+                return Err(Diagnostic::at(&self.loc(frame, ks), format!("argument `{k}` is given twice")));
             }
             let val = self.eval(g, frame, v)?;
             inner.vars.insert(k.clone(), val);
         }
         if let Some(missing) = params.iter().find(|p| !inner.vars.contains_key(**p)) {
-            return Err(Diagnostic::at(
-                &call_loc,
-                format!("`{name}` is missing argument `{missing}`"),
-            )
-            .note(format!(
+            return Err(Diagnostic::at(&call_loc, format!("`{name}` is missing argument `{missing}`")).note(format!(
                 "`{name}({})` is defined at {}",
                 params.join(", "),
                 decl.name.loc
@@ -431,10 +380,7 @@ fn relocate(
     callee_file: &Arc<SourceFile>,
     caller_file: &Arc<SourceFile>,
 ) -> Diagnostic {
-    let inside_callee = d
-        .location
-        .as_ref()
-        .is_some_and(|l| Arc::ptr_eq(&l.file, callee_file));
+    let inside_callee = d.location.as_ref().is_some_and(|l| Arc::ptr_eq(&l.file, callee_file));
     if Arc::ptr_eq(callee_file, caller_file) || !inside_callee {
         if inside_callee {
             d.notes.push(format!("note: in `{name}`, called at {call}"));
@@ -443,13 +389,8 @@ fn relocate(
     }
     let inner = d.location.replace(call.clone());
     if let Some(inner) = inner {
-        let what = if d.label.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", d.label)
-        };
-        d.notes
-            .insert(0, format!("note: raised inside `{name}` at {inner}{what}"));
+        let what = if d.label.is_empty() { String::new() } else { format!(": {}", d.label) };
+        d.notes.insert(0, format!("note: raised inside `{name}` at {inner}{what}"));
     }
     d.label = format!("in this call of `{name}`");
     d

@@ -92,12 +92,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         Frame::new(
             file,
             bindings,
-            Access {
-                params: true,
-                global_weights: true,
-                block_weights: None,
-                t: true,
-            },
+            Access { params: true, global_weights: true, block_weights: None, t: true },
             "[graph]",
         )
     }
@@ -112,12 +107,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         let mut f = Frame::new(
             file,
             bindings,
-            Access {
-                params: true,
-                global_weights: true,
-                block_weights: Some(weights),
-                t: true,
-            },
+            Access { params: true, global_weights: true, block_weights: Some(weights), t: true },
             "this block",
         );
         f.layer = Some(layer);
@@ -129,12 +119,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         let mut f = Frame::new(
             file,
             bindings,
-            Access {
-                params: true,
-                global_weights: false,
-                block_weights: None,
-                t: false,
-            },
+            Access { params: true, global_weights: false, block_weights: None, t: false },
             "this step",
         );
         f.context = Some(format!("step {name}").into());
@@ -147,12 +132,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         caller: &Frame<'s, '_>,
         name: &str,
     ) -> Frame<'s, 'p> {
-        let access = Access {
-            params: false,
-            global_weights: false,
-            block_weights: None,
-            t: caller.access.t,
-        };
+        let access = Access { params: false, global_weights: false, block_weights: None, t: caller.access.t };
         let mut f = Frame::new(file, bindings, access, "this function");
         f.context = Some(name.into());
         f
@@ -161,32 +141,12 @@ impl<'s, 'p> Frame<'s, 'p> {
     /// The frame global weight declarations are evaluated in: hyperparameters and global
     /// weights (so a tied head can say `else = "emb"`).
     pub fn weights(file: &'s Arc<SourceFile>) -> Frame<'s, 'p> {
-        Frame::new(
-            file,
-            &[],
-            Access {
-                params: true,
-                global_weights: true,
-                block_weights: None,
-                t: false,
-            },
-            "[weights]",
-        )
+        Frame::new(file, &[], Access { params: true, global_weights: true, block_weights: None, t: false }, "[weights]")
     }
 
     /// A frame that sees only hyperparameters (for defaults, shapes and conditions).
     pub fn params(file: &'s Arc<SourceFile>) -> Frame<'s, 'p> {
-        Frame::new(
-            file,
-            &[],
-            Access {
-                params: true,
-                global_weights: false,
-                block_weights: None,
-                t: false,
-            },
-            "[params]",
-        )
+        Frame::new(file, &[], Access { params: true, global_weights: false, block_weights: None, t: false }, "[params]")
     }
 }
 
@@ -211,10 +171,7 @@ impl<'s> Globals<'s> {
         for (name, _) in &options.overrides {
             if !spec.params.iter().any(|p| &p.name.name == name) {
                 let mut d = Diagnostic::new(
-                    format!(
-                        "cannot override `{name}`: {} has no such hyperparameter",
-                        spec.file.name
-                    ),
+                    format!("cannot override `{name}`: {} has no such hyperparameter", spec.file.name),
                     None,
                 );
                 if let Some(s) = suggest(name, spec.params.iter().map(|p| p.name.name.as_str())) {
@@ -275,46 +232,32 @@ fn json_value(v: &serde_json::Value) -> Result<Option<Val>, String> {
 
 impl<'s> Lowerer<'s> {
     /// The value of hyperparameter `name`, if the spec declares one.
-    fn param(
-        &mut self,
-        g: &mut Graph,
-        name: &str,
-        used_at: &Location,
-    ) -> Result<Option<Val>, Diagnostic> {
-        let Some(decl) = self
-            .globals
-            .decls
-            .iter()
-            .copied()
-            .find(|d| d.name.name == name)
-        else {
+    fn param(&mut self, g: &mut Graph, name: &str, used_at: &Location) -> Result<Option<Val>, Diagnostic> {
+        let Some(decl) = self.globals.decls.iter().copied().find(|d| d.name.name == name) else {
             return Ok(None);
         };
         match self.globals.values.borrow().get(name) {
             Some(Slot::Done(v)) => return Ok(Some(v.clone())),
             Some(Slot::InProgress) => {
-                return Err(Diagnostic::at(
-                    used_at,
-                    format!("hyperparameter `{name}` depends on itself"),
-                )
-                .label("cycle"));
+                return Err(
+                    Diagnostic::at(used_at, format!("hyperparameter `{name}` depends on itself")).label("cycle")
+                );
             }
             None => {}
         }
-        self.globals
-            .values
-            .borrow_mut()
-            .insert(name.to_string(), Slot::InProgress);
+        self.globals.values.borrow_mut().insert(name.to_string(), Slot::InProgress);
         let from_config = match self.globals.overrides.iter().find(|(n, _)| n == name) {
             Some((_, v)) => Some(("--set", v)),
-            None => decl
-                .key
-                .as_ref()
-                .and_then(|k| self.globals.config.get(k).map(|v| (k.as_str(), v))),
+            None => decl.key.as_ref().and_then(|k| self.globals.config.get(k).map(|v| (k.as_str(), v))),
         };
         let configured = match from_config {
             Some((key, v)) => json_value(v).map_err(|what| {
-                Diagnostic::at(&decl.name.loc, format!("config key `{key}` holds {what}, but hyperparameter `{name}` needs a number, boolean or list"))
+                Diagnostic::at(
+                    &decl.name.loc,
+                    format!(
+                        "config key `{key}` holds {what}, but hyperparameter `{name}` needs a number, boolean or list"
+                    ),
+                )
             })?,
             None => None,
         };
@@ -325,7 +268,13 @@ impl<'s> Lowerer<'s> {
                 let frame = Frame::params(file);
                 let v = self.eval(g, &frame, default)?;
                 if matches!(v, Val::Tensor(_) | Val::Record(_) | Val::Dim(_)) {
-                    return Err(Diagnostic::at(&Location::new(file, default.span.clone()), format!("hyperparameter `{name}` must be known when compiling, but its default is {}", v.kind())));
+                    return Err(Diagnostic::at(
+                        &Location::new(file, default.span.clone()),
+                        format!(
+                            "hyperparameter `{name}` must be known when compiling, but its default is {}",
+                            v.kind()
+                        ),
+                    ));
                 }
                 v
             }
@@ -333,19 +282,12 @@ impl<'s> Lowerer<'s> {
                 let key = decl.key.as_deref().unwrap_or(name);
                 return Err(Diagnostic::at(
                     &decl.name.loc,
-                    format!(
-                        "config.json has no `{key}`, and hyperparameter `{name}` has no default"
-                    ),
+                    format!("config.json has no `{key}`, and hyperparameter `{name}` has no default"),
                 )
-                .help(format!(
-                    "add `\"{key}\": ...` to config.json, or a `default` to the spec"
-                )));
+                .help(format!("add `\"{key}\": ...` to config.json, or a `default` to the spec")));
             }
         };
-        self.globals
-            .values
-            .borrow_mut()
-            .insert(name.to_string(), Slot::Done(value.clone()));
+        self.globals.values.borrow_mut().insert(name.to_string(), Slot::Done(value.clone()));
         Ok(Some(value))
     }
 
@@ -369,10 +311,7 @@ impl<'s> Lowerer<'s> {
                     return Ok(v.clone());
                 }
                 let v = self.weight(g, frame, w, used_at)?;
-                frame
-                    .weight_memo
-                    .borrow_mut()
-                    .insert(name.to_string(), v.clone());
+                frame.weight_memo.borrow_mut().insert(name.to_string(), v.clone());
                 return Ok(v);
             }
         }
@@ -391,11 +330,8 @@ impl<'s> Lowerer<'s> {
         match name {
             "T" if frame.access.t => return Ok(Val::Dim(kiln_ir::Dim::T)),
             "T" if frame.what == "this step" => {
-                return Err(Diagnostic::at(
-                    used_at,
-                    "`T` (the sequence length) is not defined inside a scan step",
-                )
-                .help("a step sees one time step; pass what it needs with `over` or `with`"));
+                return Err(Diagnostic::at(used_at, "`T` (the sequence length) is not defined inside a scan step")
+                    .help("a step sees one time step; pass what it needs with `over` or `with`"));
             }
             "inf" => return Ok(Val::Float(f64::INFINITY)),
             _ => {}
@@ -414,23 +350,15 @@ impl<'s> Lowerer<'s> {
         match frame.memo.borrow().get(name) {
             Some(Slot::Done(v)) => return Ok(v.clone()),
             Some(Slot::InProgress) => {
-                return Err(
-                    Diagnostic::at(used_at, format!("`{name}` depends on itself"))
-                        .label("cycle")
-                        .note(format!("`{name}` is defined at {}", b.name.loc)),
-                );
+                return Err(Diagnostic::at(used_at, format!("`{name}` depends on itself"))
+                    .label("cycle")
+                    .note(format!("`{name}` is defined at {}", b.name.loc)));
             }
             None => {}
         }
-        frame
-            .memo
-            .borrow_mut()
-            .insert(name.to_string(), Slot::InProgress);
+        frame.memo.borrow_mut().insert(name.to_string(), Slot::InProgress);
         let v = self.eval(g, frame, &b.expr)?;
-        frame
-            .memo
-            .borrow_mut()
-            .insert(name.to_string(), Slot::Done(v.clone()));
+        frame.memo.borrow_mut().insert(name.to_string(), Slot::Done(v.clone()));
         Ok(v)
     }
 
@@ -447,18 +375,16 @@ impl<'s> Lowerer<'s> {
         if frame.access.params {
             visible.extend(self.globals.names().map(str::to_string));
         }
-        let kind = if frame.what == "[params]" {
-            "hyperparameter"
-        } else {
-            "name"
-        };
-        let mut d = Diagnostic::at(used_at, format!("unknown {kind} `{name}`"))
-            .label(format!("not defined in {}", frame.what));
+        let kind = if frame.what == "[params]" { "hyperparameter" } else { "name" };
+        let mut d =
+            Diagnostic::at(used_at, format!("unknown {kind} `{name}`")).label(format!("not defined in {}", frame.what));
         if let Some(s) = suggest(name, visible.iter().map(String::as_str)) {
             d = d.help(format!("did you mean `{s}`?"));
         }
         if !frame.access.params && self.globals.names().any(|n| n == name) {
-            d = d.note(format!("`{name}` is a hyperparameter; functions see only their parameters, so pass it as an argument"));
+            d = d.note(format!(
+                "`{name}` is a hyperparameter; functions see only their parameters, so pass it as an argument"
+            ));
         }
         d
     }

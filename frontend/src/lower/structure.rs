@@ -28,9 +28,7 @@ impl<'s> Lowerer<'s> {
                 Val::Bool(false) => match &w.otherwise {
                     Some(e) => return self.eval(g, frame, e),
                     None => {
-                        let layer = frame
-                            .layer
-                            .map_or(String::new(), |i| format!(" on layer {i}"));
+                        let layer = frame.layer.map_or(String::new(), |i| format!(" on layer {i}"));
                         return Err(Diagnostic::at(
                             used_at,
                             format!("weight `{}` does not exist here{layer}", w.name.name),
@@ -47,10 +45,7 @@ impl<'s> Lowerer<'s> {
                 other => {
                     return Err(Diagnostic::at(
                         &at(&cond.span),
-                        format!(
-                            "`when` must be a boolean known when compiling, found {}",
-                            other.kind()
-                        ),
+                        format!("`when` must be a boolean known when compiling, found {}", other.kind()),
                     ))
                 }
             }
@@ -60,10 +55,7 @@ impl<'s> Lowerer<'s> {
             None if w.template.contains("{i}") => {
                 return Err(Diagnostic::at(
                     &w.name.loc,
-                    format!(
-                        "global weight `{}` uses `{{i}}`, which only blocks define",
-                        w.name.name
-                    ),
+                    format!("global weight `{}` uses `{{i}}`, which only blocks define", w.name.name),
                 ));
             }
             None => w.template.clone(),
@@ -71,10 +63,7 @@ impl<'s> Lowerer<'s> {
         if name.contains(['{', '}']) {
             return Err(Diagnostic::at(
                 &w.name.loc,
-                format!(
-                    "weight name `{}` has a placeholder other than `{{i}}`",
-                    w.template
-                ),
+                format!("weight name `{}` has a placeholder other than `{{i}}`", w.template),
             ));
         }
         let shape = match self.eval(g, frame, &w.shape)? {
@@ -84,10 +73,7 @@ impl<'s> Lowerer<'s> {
                     Val::Int(n) if *n >= 0 => Ok(*n as usize),
                     other => Err(Diagnostic::at(
                         &at(&w.shape.span),
-                        format!(
-                            "a weight's shape holds non-negative integers, found {}",
-                            other.kind()
-                        ),
+                        format!("a weight's shape holds non-negative integers, found {}", other.kind()),
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -103,22 +89,12 @@ impl<'s> Lowerer<'s> {
             if *g.value_type(*v) != ty {
                 return Err(Diagnostic::at(
                     &at(&w.shape.span),
-                    format!(
-                        "tensor `{name}` is declared as {ty} here but as {} at {declared}",
-                        g.value_type(*v)
-                    ),
+                    format!("tensor `{name}` is declared as {ty} here but as {} at {declared}", g.value_type(*v)),
                 ));
             }
             return Ok(Val::Tensor(*v));
         }
-        let v = g.add_input(
-            Param {
-                role: ParamRole::Weight,
-                name: name.clone(),
-            },
-            ty,
-            Some(w.name.loc.origin(None)),
-        );
+        let v = g.add_input(Param { role: ParamRole::Weight, name: name.clone() }, ty, Some(w.name.loc.origin(None)));
         self.weight_inputs.insert(name, (v, w.name.loc.clone()));
         Ok(Val::Tensor(v))
     }
@@ -138,18 +114,12 @@ impl<'s> Lowerer<'s> {
         if args.len() != 1 || !kwargs.is_empty() {
             return Err(Diagnostic::at(
                 &self.loc(frame, span),
-                format!(
-                    "block `{name}` takes one argument, its input `{}`",
-                    block.input.name
-                ),
+                format!("block `{name}` takes one argument, its input `{}`", block.input.name),
             ));
         }
         if block.bindings.iter().all(|b| b.name.name != "out") {
-            return Err(Diagnostic::at(
-                &block.name.loc,
-                format!("block `{name}` has no `out` binding"),
-            )
-            .help("a block's result, the input of the next layer, is the binding named `out`"));
+            return Err(Diagnostic::at(&block.name.loc, format!("block `{name}` has no `out` binding"))
+                .help("a block's result, the input of the next layer, is the binding named `out`"));
         }
         let mut x = self.eval(g, frame, &args[0])?;
         let repeat = match self.eval(g, &Frame::params(file), &block.repeat)? {
@@ -157,10 +127,7 @@ impl<'s> Lowerer<'s> {
             other => {
                 return Err(Diagnostic::at(
                     &Location::new(file, block.repeat.span.clone()),
-                    format!(
-                        "`repeat` must be a non-negative integer, found {}",
-                        other.kind()
-                    ),
+                    format!("`repeat` must be a non-negative integer, found {}", other.kind()),
                 ))
             }
         };
@@ -179,10 +146,7 @@ impl<'s> Lowerer<'s> {
                             Val::Int(n) if *n >= 0 => Ok(*n as usize),
                             other => Err(Diagnostic::at(
                                 &at,
-                                format!(
-                                    "a state's shape holds non-negative integers, found {}",
-                                    other.kind()
-                                ),
+                                format!("a state's shape holds non-negative integers, found {}", other.kind()),
                             )),
                         })
                         .collect::<Result<Vec<_>, _>>()?,
@@ -203,21 +167,14 @@ impl<'s> Lowerer<'s> {
                     }
                 };
                 let state_name = format!("{}.{i}", s.name.name);
-                if g.inputs()
-                    .iter()
-                    .any(|&n| g.param(n).is_some_and(|p| p.name == state_name))
-                {
-                    return Err(Diagnostic::at(&self.loc(frame, span), format!("state `{state_name}` already exists: a block with state can be applied only once")));
+                if g.inputs().iter().any(|&n| g.param(n).is_some_and(|p| p.name == state_name)) {
+                    return Err(Diagnostic::at(
+                        &self.loc(frame, span),
+                        format!("state `{state_name}` already exists: a block with state can be applied only once"),
+                    ));
                 }
-                let param = Param {
-                    role: ParamRole::State { init },
-                    name: state_name.clone(),
-                };
-                let v = g.add_input(
-                    param,
-                    Type::f32(Shape::fixed(&shape)),
-                    Some(s.name.loc.origin(None)),
-                );
+                let param = Param { role: ParamRole::State { init }, name: state_name.clone() };
+                let v = g.add_input(param, Type::f32(Shape::fixed(&shape)), Some(s.name.loc.origin(None)));
                 states.insert(s.name.name.clone(), Val::Tensor(v));
                 state_inputs.push((s, state_name, v));
             }
@@ -228,16 +185,19 @@ impl<'s> Lowerer<'s> {
                 let next = match self.eval(g, &fr, &s.next)? {
                     Val::Tensor(v) => v,
                     Val::Int(_) | Val::Float(_) => {
-                        return Err(Diagnostic::at(&at, format!("the next value of state `{}` is a number; it must be a tensor of type {}", s.name.name, g.value_type(input))));
+                        return Err(Diagnostic::at(
+                            &at,
+                            format!(
+                                "the next value of state `{}` is a number; it must be a tensor of type {}",
+                                s.name.name,
+                                g.value_type(input)
+                            ),
+                        ));
                     }
                     other => {
                         return Err(Diagnostic::at(
                             &at,
-                            format!(
-                                "the next value of state `{}` is {}, not a tensor",
-                                s.name.name,
-                                other.kind()
-                            ),
+                            format!("the next value of state `{}` is {}, not a tensor", s.name.name, other.kind()),
                         ))
                     }
                 };
@@ -271,18 +231,13 @@ impl<'s> Lowerer<'s> {
         span: &Range<usize>,
     ) -> Result<Val, Diagnostic> {
         let loc = self.loc(frame, span);
-        let usage =
-            "write `scan(step, over = [xs...], carry = [initial...], with = [constants...])`";
+        let usage = "write `scan(step, over = [xs...], carry = [initial...], with = [constants...])`";
         let step = match args {
-            [Expr {
-                kind: ExprKind::Name(parts),
-                span: s,
-            }] if parts.len() == 1 => {
+            [Expr { kind: ExprKind::Name(parts), span: s }] if parts.len() == 1 => {
                 let name = parts[0].as_str();
                 *self.steps.get(name).ok_or_else(|| {
-                    let mut d =
-                        Diagnostic::at(&self.loc(frame, s), format!("unknown step `{name}`"))
-                            .label("not a [steps] table");
+                    let mut d = Diagnostic::at(&self.loc(frame, s), format!("unknown step `{name}`"))
+                        .label("not a [steps] table");
                     if let Some(sug) = suggest(name, self.steps.keys().copied()) {
                         d = d.help(format!("did you mean `{sug}`?"));
                     }
@@ -290,11 +245,9 @@ impl<'s> Lowerer<'s> {
                 })?
             }
             _ => {
-                return Err(Diagnostic::at(
-                    &loc,
-                    "`scan` takes the name of a step as its only positional argument",
+                return Err(
+                    Diagnostic::at(&loc, "`scan` takes the name of a step as its only positional argument").help(usage)
                 )
-                .help(usage))
             }
         };
         let mut lists: BTreeMap<&str, (Vec<Val>, Range<usize>)> = BTreeMap::new();
@@ -311,21 +264,15 @@ impl<'s> Lowerer<'s> {
                         &self.loc(frame, &e.span),
                         format!(
                             "`{k}` of `scan` must be {}, found {}",
-                            if k == "reverse" {
-                                "a boolean"
-                            } else {
-                                "a list"
-                            },
+                            if k == "reverse" { "a boolean" } else { "a list" },
                             v.kind()
                         ),
                     ));
                 }
                 _ => {
-                    return Err(Diagnostic::at(
-                        &self.loc(frame, ks),
-                        format!("`scan` has no argument `{k}`"),
+                    return Err(
+                        Diagnostic::at(&self.loc(frame, ks), format!("`scan` has no argument `{k}`")).help(usage)
                     )
-                    .help(usage))
                 }
             }
         }
@@ -343,10 +290,7 @@ impl<'s> Lowerer<'s> {
                         vals.len()
                     ),
                 )
-                .note(format!(
-                    "step `{step_name}` is defined at {}",
-                    step.name.loc
-                )));
+                .note(format!("step `{step_name}` is defined at {}", step.name.loc)));
             }
             Ok(vals)
         };
@@ -359,48 +303,45 @@ impl<'s> Lowerer<'s> {
         let mut inner = Frame::step(file, &step.bindings, step_name);
         let mut operands: Vec<Value> = Vec::new();
         let mut steps_len = None;
-        let groups = [
-            (&carries, &step.carry, "carry"),
-            (&sequences, &step.over, "over"),
-            (&constants, &step.with, "with"),
-        ];
+        let groups =
+            [(&carries, &step.carry, "carry"), (&sequences, &step.over, "over"), (&constants, &step.with, "with")];
         let mut counts = [0usize; 3];
         for (gi, (vals, names, key)) in groups.into_iter().enumerate() {
             for (v, n) in vals.iter().zip(names.iter()) {
-                if key == "with"
-                    && matches!(v, Val::Int(_) | Val::Float(_) | Val::Bool(_) | Val::List(_))
-                {
+                if key == "with" && matches!(v, Val::Int(_) | Val::Float(_) | Val::Bool(_) | Val::List(_)) {
                     inner.vars.insert(n.name.clone(), v.clone());
                     continue;
                 }
                 let Val::Tensor(t) = v else {
                     return Err(Diagnostic::at(
                         &loc,
-                        format!(
-                            "`{key}` value for `{}` is {}, not a tensor",
-                            n.name,
-                            v.kind()
-                        ),
+                        format!("`{key}` value for `{}` is {}, not a tensor", n.name, v.kind()),
                     ));
                 };
                 let mut ty = g.value_type(*t).clone();
                 if key == "over" {
                     let Some(&len) = ty.shape.dims().first() else {
-                        return Err(Diagnostic::at(&loc, format!("`over` value for `{}` is a scalar; a sequence has a leading time axis", n.name)));
+                        return Err(Diagnostic::at(
+                            &loc,
+                            format!("`over` value for `{}` is a scalar; a sequence has a leading time axis", n.name),
+                        ));
                     };
                     if let Some(prev) = steps_len.replace(len) {
                         if prev != len {
-                            return Err(Diagnostic::at(&loc, format!("sequences of step `{step_name}` differ in length: {prev} and {len} (for `{}`)", n.name)));
+                            return Err(Diagnostic::at(
+                                &loc,
+                                format!(
+                                    "sequences of step `{step_name}` differ in length: {prev} and {len} (for `{}`)",
+                                    n.name
+                                ),
+                            ));
                         }
                     }
                     ty = Type::new(ty.dtype, Shape::new(ty.shape.dims()[1..].iter().copied()));
                 }
                 let index = operands.len();
                 let arg = body.add_input(
-                    Param {
-                        role: ParamRole::Argument { index },
-                        name: n.name.clone(),
-                    },
+                    Param { role: ParamRole::Argument { index }, name: n.name.clone() },
                     ty,
                     Some(n.loc.origin(None)),
                 );
@@ -410,19 +351,10 @@ impl<'s> Lowerer<'s> {
             }
         }
         for b in &step.bindings {
-            if step
-                .carry
-                .iter()
-                .chain(&step.over)
-                .chain(&step.with)
-                .any(|a| a.name == b.name.name)
-            {
+            if step.carry.iter().chain(&step.over).chain(&step.with).any(|a| a.name == b.name.name) {
                 return Err(Diagnostic::at(
                     &b.name.loc,
-                    format!(
-                        "`{}` is already an argument of step `{step_name}`",
-                        b.name.name
-                    ),
+                    format!("`{}` is already an argument of step `{step_name}`", b.name.name),
                 ));
             }
         }
@@ -430,17 +362,10 @@ impl<'s> Lowerer<'s> {
         let result = self.scan_body(&mut body, &inner, step);
         self.depth -= 1;
         result?;
-        let scan = Scan {
-            body,
-            carries: counts[0],
-            sequences: counts[1],
-            constants: counts[2],
-            reverse,
-        };
+        let scan = Scan { body, carries: counts[0], sequences: counts[1], constants: counts[2], reverse };
         let origin = self.origin(frame, span);
-        let node = g
-            .add(Op::Scan(Box::new(scan)), &operands, origin)
-            .map_err(|e| Diagnostic::at(&loc, e.to_string()))?;
+        let node =
+            g.add(Op::Scan(Box::new(scan)), &operands, origin).map_err(|e| Diagnostic::at(&loc, e.to_string()))?;
         let mut record = BTreeMap::new();
         for (k, n) in step.carry.iter().chain(&step.emit).enumerate() {
             record.insert(n.name.clone(), Val::Tensor(Value::new(node, k as u16)));
@@ -462,10 +387,7 @@ impl<'s> Lowerer<'s> {
                     &c.loc,
                     format!("step `{step_name}` does not say how `{}` evolves", c.name),
                 )
-                .help(format!(
-                    "add `{} = \"...\"` to [steps.{step_name}.next]",
-                    c.name
-                )));
+                .help(format!("add `{} = \"...\"` to [steps.{step_name}.next]", c.name)));
             };
             let at = Location::new(file, b.expr.span.clone());
             let v = self.eval(body, inner, &b.expr)?;
@@ -476,37 +398,22 @@ impl<'s> Lowerer<'s> {
             let Val::Tensor(v) = v else {
                 return Err(Diagnostic::at(
                     &at,
-                    format!(
-                        "the next `{}` is {}, not a tensor of type {old}",
-                        c.name,
-                        v.kind()
-                    ),
+                    format!("the next `{}` is {}, not a tensor of type {old}", c.name, v.kind()),
                 ));
             };
             if *body.value_type(v) != old {
                 return Err(Diagnostic::at(
                     &at,
-                    format!(
-                        "the next `{}` has type {} but the carry is {old}",
-                        c.name,
-                        body.value_type(v)
-                    ),
+                    format!("the next `{}` has type {} but the carry is {old}", c.name, body.value_type(v)),
                 )
                 .label("type changes between steps"));
             }
             body.add_output(c.name.clone(), v, OutputRole::Result);
         }
-        if let Some(b) = step
-            .next
-            .iter()
-            .find(|b| !step.carry.iter().any(|c| c.name == b.name.name))
-        {
+        if let Some(b) = step.next.iter().find(|b| !step.carry.iter().any(|c| c.name == b.name.name)) {
             return Err(Diagnostic::at(
                 &b.name.loc,
-                format!(
-                    "`{}` in [steps.{step_name}.next] is not a carry of the step",
-                    b.name.name
-                ),
+                format!("`{}` in [steps.{step_name}.next] is not a carry of the step", b.name.name),
             ));
         }
         for e in &step.emit {

@@ -59,26 +59,13 @@ pub fn fold_binary(op: crate::expr::BinOp, a: &Val, b: &Val) -> Option<Result<Va
         (Val::Int(x), Val::Int(y)) => {
             let (x, y) = (*x, *y);
             Some(match op {
-                Add => x
-                    .checked_add(y)
-                    .map(Val::Int)
-                    .ok_or_else(|| "integer overflow".into()),
-                Sub => x
-                    .checked_sub(y)
-                    .map(Val::Int)
-                    .ok_or_else(|| "integer overflow".into()),
-                Mul => x
-                    .checked_mul(y)
-                    .map(Val::Int)
-                    .ok_or_else(|| "integer overflow".into()),
+                Add => x.checked_add(y).map(Val::Int).ok_or_else(|| "integer overflow".into()),
+                Sub => x.checked_sub(y).map(Val::Int).ok_or_else(|| "integer overflow".into()),
+                Mul => x.checked_mul(y).map(Val::Int).ok_or_else(|| "integer overflow".into()),
                 Div => Ok(Val::Float(x as f64 / y as f64)),
                 FloorDiv | Rem if y == 0 => Err("division by zero".into()),
-                FloorDiv => Ok(Val::Int(
-                    x.div_euclid(y) - i64::from(y < 0 && x.rem_euclid(y) != 0),
-                )),
-                Rem => Ok(Val::Int(
-                    x - y * (x.div_euclid(y) - i64::from(y < 0 && x.rem_euclid(y) != 0)),
-                )),
+                FloorDiv => Ok(Val::Int(x.div_euclid(y) - i64::from(y < 0 && x.rem_euclid(y) != 0))),
+                Rem => Ok(Val::Int(x - y * (x.div_euclid(y) - i64::from(y < 0 && x.rem_euclid(y) != 0)))),
                 Pow if y >= 0 => u32::try_from(y)
                     .ok()
                     .and_then(|y| x.checked_pow(y))
@@ -123,20 +110,11 @@ pub fn fold_binary(op: crate::expr::BinOp, a: &Val, b: &Val) -> Option<Result<Va
         (Val::Dim(_), Val::Int(_)) | (Val::Int(_), Val::Dim(_)) | (Val::Dim(_), Val::Dim(_)) => {
             let (x, y) = (a.as_dim()?, b.as_dim()?);
             Some(match op {
-                Add => x
-                    .checked_add(y)
-                    .map(dim_val)
-                    .ok_or_else(|| "sizes can only be T plus a constant".into()),
-                Sub => x
-                    .checked_sub(y)
-                    .map(dim_val)
-                    .ok_or_else(|| "sizes can only be T plus a constant".into()),
+                Add => x.checked_add(y).map(dim_val).ok_or_else(|| "sizes can only be T plus a constant".into()),
+                Sub => x.checked_sub(y).map(dim_val).ok_or_else(|| "sizes can only be T plus a constant".into()),
                 Eq => Ok(Val::Bool(x == y)),
                 Ne => Ok(Val::Bool(x != y)),
-                _ => Err(format!(
-                    "`{}` is not defined on sizes that depend on T",
-                    op.symbol()
-                )),
+                _ => Err(format!("`{}` is not defined on sizes that depend on T", op.symbol())),
             })
         }
         _ => None,
@@ -164,39 +142,18 @@ mod tests {
 
     #[test]
     fn python_style_integer_division() {
-        assert_eq!(
-            int(fold_binary(BinOp::FloorDiv, &Val::Int(7), &Val::Int(2))),
-            3
-        );
-        assert_eq!(
-            int(fold_binary(BinOp::FloorDiv, &Val::Int(-7), &Val::Int(2))),
-            -4
-        );
+        assert_eq!(int(fold_binary(BinOp::FloorDiv, &Val::Int(7), &Val::Int(2))), 3);
+        assert_eq!(int(fold_binary(BinOp::FloorDiv, &Val::Int(-7), &Val::Int(2))), -4);
         assert_eq!(int(fold_binary(BinOp::Rem, &Val::Int(-7), &Val::Int(2))), 1);
-        assert_eq!(
-            int(fold_binary(BinOp::Rem, &Val::Int(7), &Val::Int(-2))),
-            -1
-        );
-        assert!(matches!(
-            fold_binary(BinOp::FloorDiv, &Val::Int(1), &Val::Int(0)),
-            Some(Err(_))
-        ));
+        assert_eq!(int(fold_binary(BinOp::Rem, &Val::Int(7), &Val::Int(-2))), -1);
+        assert!(matches!(fold_binary(BinOp::FloorDiv, &Val::Int(1), &Val::Int(0)), Some(Err(_))));
     }
 
     #[test]
     fn sizes() {
         let t = Val::Dim(Dim::T);
-        assert!(matches!(
-            fold_binary(BinOp::Sub, &t, &Val::Int(1)),
-            Some(Ok(Val::Dim(Dim::Seq(-1))))
-        ));
-        assert!(matches!(
-            fold_binary(BinOp::Sub, &t, &t),
-            Some(Ok(Val::Int(0)))
-        ));
-        assert!(matches!(
-            fold_binary(BinOp::Mul, &t, &Val::Int(2)),
-            Some(Err(_))
-        ));
+        assert!(matches!(fold_binary(BinOp::Sub, &t, &Val::Int(1)), Some(Ok(Val::Dim(Dim::Seq(-1))))));
+        assert!(matches!(fold_binary(BinOp::Sub, &t, &t), Some(Ok(Val::Int(0)))));
+        assert!(matches!(fold_binary(BinOp::Mul, &t, &Val::Int(2)), Some(Err(_))));
     }
 }

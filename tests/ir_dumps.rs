@@ -1,0 +1,37 @@
+//! Snapshots of the IR of every model in `models/`, compiled for a committed fixture's
+//! config.json (a few small layers, so the dumps stay readable). A change to lowering, the
+//! prelude or a spec shows up here as a diff to read.
+
+use kiln_frontend::CompileOptions;
+use kiln_suite::fixture;
+
+fn dump(spec: &str, fixture_name: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let spec_path = format!("{root}/models/{spec}");
+    let text = std::fs::read_to_string(&spec_path).unwrap();
+    let spec = kiln_frontend::parse_spec(kiln_frontend::SourceFile::new(
+        format!("models/{}", spec_path.rsplit('/').next().unwrap()),
+        text,
+    ))
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap()).unwrap();
+    let graph = kiln_runtime::compile_spec(&spec, &config, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    graph.to_string()
+}
+
+#[test]
+fn rwkv4() {
+    insta::assert_snapshot!("rwkv4", dump("rwkv4.toml", "rwkv4-tied"));
+}
+
+#[test]
+fn mamba() {
+    insta::assert_snapshot!("mamba", dump("mamba.toml", "mamba-tied"));
+}
+
+#[test]
+fn mamba2() {
+    insta::assert_snapshot!("mamba2", dump("mamba2.toml", "mamba2-g2"));
+}
