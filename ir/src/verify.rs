@@ -4,7 +4,8 @@
 //! It checks that the graph is acyclic, that operand slots are dense, that every node's recorded
 //! result types are what its op's type rule gives for its operands, that inputs are declared
 //! consistently (tokens are `i64[T]`, every state input has a state output of the same name and
-//! type), that outputs name existing values, and it verifies scan bodies recursively. Passes
+//! type), that outputs name existing values, that scan bodies take only arguments numbered by
+//! position (and top-level graphs none), and it verifies scan bodies recursively. Passes
 //! run it after every transformation in tests; a graph that passes is trusted by the backends.
 
 use crate::graph::{Graph, NodeId, Origin, OutputRole};
@@ -39,10 +40,16 @@ pub enum VerifyErrorKind {
     Tokens(Type),
     #[error("state `{name}` is an input of type {input} but {output}")]
     State { name: String, input: String, output: String },
+    #[error("the graph returns a next value for state `{0}`, which is not one of its inputs")]
+    OrphanState(String),
     #[error("output `{0}` names a value that does not exist")]
     DanglingOutput(String),
     #[error("input node is not listed among the graph's inputs")]
     UnlistedInput,
+    #[error("scan argument declares index {index} but is argument {position} of its body")]
+    ArgumentIndex { index: usize, position: usize },
+    #[error("a {role} input cannot appear in {context}")]
+    InputRole { role: &'static str, context: &'static str },
 }
 
 impl fmt::Display for VerifyError {
@@ -78,11 +85,41 @@ impl fmt::Display for VerifyErrors {
 /// Verifies `graph`, returning every error found.
 pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
     let mut errors = Vec::new();
+    for &id in graph.inputs() {
+        if let Some(p) = graph.param(id).filter(|p| matches!(p.role, ParamRole::Argument { .. })) {
+            let kind = VerifyErrorKind::InputRole { role: role_name(p.role), context: "a top-level graph" };
+            errors.push(VerifyError { scope: Vec::new(), node: Some(id), origin: graph.node(id).origin.clone(), kind });
+        }
+    }
     verify_into(graph, &[], &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
         Err(VerifyErrors(errors))
+    }
+}
+
+/// Verifies the body of a scan: only argument inputs, numbered by position.
+fn verify_body(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
+    for (position, &id) in graph.inputs().iter().enumerate() {
+        let Some(p) = graph.param(id) else { continue };
+        let kind = match p.role {
+            ParamRole::Argument { index } if index == position => continue,
+            ParamRole::Argument { index } => VerifyErrorKind::ArgumentIndex { index, position },
+            other => VerifyErrorKind::InputRole { role: role_name(other), context: "a scan body" },
+        };
+        let origin = graph.node(id).origin.clone();
+        errors.push(VerifyError { scope: scope.to_vec(), node: Some(id), origin, kind });
+    }
+    verify_into(graph, scope, errors);
+}
+
+fn role_name(role: ParamRole) -> &'static str {
+    match role {
+        ParamRole::Tokens => "token",
+        ParamRole::Weight => "weight",
+        ParamRole::State { .. } => "state",
+        ParamRole::Argument { .. } => "scan argument",
     }
 }
 
@@ -156,23 +193,57 @@ fn verify_into(graph: &Graph, scope: &[NodeId], errors: &mut Vec<VerifyError>) {
     for o in graph.outputs().iter().filter(|o| o.role == OutputRole::State) {
         let has_input = graph.inputs().iter().any(|&i| graph.param(i).is_some_and(|p| p.name == o.name));
         if !has_input {
-            report(
-                None,
-                VerifyErrorKind::State {
-                    name: o.name.clone(),
-                    input: "missing".into(),
-                    output: "the graph returns a next value for it".into(),
-                },
-            );
+            report(None, VerifyErrorKind::OrphanState(o.name.clone()));
         }
     }
     for (id, body) in nested {
         let mut inner = scope.to_vec();
         inner.push(id);
-        verify_into(body, &inner, errors);
+        verify_body(body, &inner, errors);
     }
 }
 
 fn list(types: &[Type]) -> String {
     types.iter().map(Type::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{BinaryOp, Op, Param, Scan};
+    use crate::types::Shape;
+
+    fn arg(g: &mut Graph, index: usize, name: &str) -> crate::Value {
+        g.add_input(
+            Param { role: ParamRole::Argument { index }, name: name.into() },
+            Type::f32(Shape::fixed(&[2])),
+            None,
+        )
+    }
+
+    #[test]
+    fn collects_every_error_with_its_node() {
+        let mut body = Graph::new("step");
+        let a = arg(&mut body, 1, "a");
+        let b = arg(&mut body, 0, "b");
+        let sum = body.add1(Op::Binary(BinaryOp::Add), &[a, b], None).unwrap();
+        body.add_output("a", sum, OutputRole::Result);
+        let mut g = Graph::new("top");
+        let stray = arg(&mut g, 0, "stray");
+        let xs =
+            g.add_input(Param { role: ParamRole::Weight, name: "xs".into() }, Type::f32(Shape::fixed(&[5, 2])), None);
+        let scan = Scan { body, carries: 1, sequences: 1, constants: 0, reverse: false };
+        let node = g.add(Op::Scan(Box::new(scan)), &[stray, xs], None).unwrap();
+        g.add_output("y", crate::Value::new(node, 0), OutputRole::Result);
+        g.add_output("ghost", crate::Value::new(node, 7), OutputRole::State);
+        let errors = verify(&g).unwrap_err().to_string();
+        assert!(errors.contains("%0: a scan argument input cannot appear in a top-level graph"), "{errors}");
+        assert!(
+            errors.contains("in scan %2: %0: scan argument declares index 1 but is argument 0 of its body"),
+            "{errors}"
+        );
+        assert!(errors.contains("output `ghost` names a value that does not exist"), "{errors}");
+        assert!(errors.contains("state `ghost`, which is not one of its inputs"), "{errors}");
+        assert!(errors.contains("(5 error(s))"), "{errors}");
+    }
 }
