@@ -38,7 +38,7 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn missing_weight() {
     let dir = damaged_copy("missing", "rwkv4-tied", |t| t.retain(|(n, _)| n != "rwkv.blocks.1.ln2.bias"));
-    insta::assert_snapshot!(load_err(&dir), @"tensor `rwkv.blocks.1.ln2.bias` not found in model.safetensors");
+    insta::assert_snapshot!(load_err(&dir), @"tensor `rwkv.blocks.1.ln2.bias` not found in model.safetensors (declared at models/rwkv4.toml:30:1)");
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn misshaped_weight() {
         let w = &mut t.iter_mut().find(|(n, _)| n == "rwkv.blocks.0.attention.key.weight").unwrap().1;
         w.shape = vec![w.shape[1], w.shape[0] / 2, 2];
     });
-    insta::assert_snapshot!(load_err(&dir), @"tensor `rwkv.blocks.0.attention.key.weight` has shape [32, 16, 2] in model.safetensors but the spec declares [32, 32]");
+    insta::assert_snapshot!(load_err(&dir), @"tensor `rwkv.blocks.0.attention.key.weight` has shape [32, 16, 2] in model.safetensors but the spec declares [32, 32] (declared at models/rwkv4.toml:36:1)");
 }
 
 #[test]

@@ -338,9 +338,9 @@ fn unfold_windows() {
     assert_eq!(case(&[2, 4], 1, 2), (vec![2, 3, 2], vec![0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 5.0, 6.0, 6.0, 7.0]));
     assert_eq!(case(&[4, 2], 0, 2), (vec![3, 2, 2], vec![0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 4.0, 5.0, 4.0, 5.0, 6.0, 7.0]));
 
-    // A causal-convolution window over T: [T, 1] -> [T - 1, 2, 1].
+    // A causal-convolution window over [carried row; T rows]: [T + 1, 1] -> [T, 2, 1].
     let mut g = Graph::new("unfold_t");
-    let x = input(&mut g, "x", &[Dim::T, Dim::Fixed(1)]);
+    let x = input(&mut g, "x", &[Dim::Seq(1), Dim::Fixed(1)]);
     let y = op(&mut g, Op::Unfold { axis: 0, size: 2 }, &[x]);
     output(&mut g, "y", y);
     let r = run1(g, &[t32(&[3, 1], vec![1.0, 2.0, 3.0])]);

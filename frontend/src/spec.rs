@@ -206,6 +206,13 @@ impl Reader {
         let name = key.get_ref().to_string();
         let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        const KEYWORDS: [&str; 8] = ["if", "then", "else", "and", "or", "not", "true", "false"];
+        if KEYWORDS.contains(&name.as_str()) {
+            return Err(Diagnostic::at(
+                &self.loc(key.span()),
+                format!("`{name}` is a keyword and cannot name anything"),
+            ));
+        }
         if !ok {
             return Err(Diagnostic::at(&self.loc(key.span()), format!("`{name}` is not a valid name"))
                 .label("names are letters, digits and `_`, not starting with a digit"));
@@ -310,8 +317,10 @@ impl Reader {
             match k.get_ref().as_ref() {
                 "name" => info.name = self.string(v, "`name`")?,
                 "model_type" => info.model_type = Some(self.string(v, "`model_type`")?),
-                "description" => info.description = Some(self.string(v, "`description`")?),
-                other => return Err(self.unknown_key(k, other, &["name", "model_type", "description"], "[model]")),
+                "description" | "doc" => info.description = Some(self.string(v, "`description`")?),
+                other => {
+                    return Err(self.unknown_key(k, other, &["name", "model_type", "description", "doc"], "[model]"))
+                }
             }
         }
         Ok(info)

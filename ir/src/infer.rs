@@ -32,7 +32,7 @@ pub enum TypeError {
     Slice { start: Dim, end: Dim, size: Dim },
     #[error("concat: {what}")]
     Concat { what: String },
-    #[error("unfold: window {size} does not fit an axis of size {len}")]
+    #[error("unfold: a window of {size} does not fit an axis of size {len} for every T >= 1")]
     Unfold { size: usize, len: Dim },
     #[error("scan: {what}")]
     Scan { what: String },
@@ -228,6 +228,10 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             arity(op, ops, 1)?;
             axis(op, *ax, ops[0].rank())?;
             let len = ops[0].shape.dims()[*ax];
+            // At least one window for every T >= 1.
+            if *size == 0 || !Dim::Fixed(*size).always_le(len) {
+                return Err(TypeError::Unfold { size: *size, len });
+            }
             let windows = len
                 .checked_sub(Dim::Fixed(*size))
                 .and_then(|d| d.checked_add(Dim::Fixed(1)))

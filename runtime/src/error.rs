@@ -15,6 +15,9 @@ pub enum Error {
     Spec(#[from] Diagnostic),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A weight the spec declares is missing or misshaped in the checkpoint.
+    #[error("{source} (declared at {declared})")]
+    Weight { source: CheckpointError, declared: String },
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]
@@ -33,6 +36,8 @@ pub enum Error {
     WrongState { expected: String, found: String },
     #[error("the graph has no output named `{0}`")]
     MissingOutput(String),
+    #[error("{0}")]
+    Tokenizer(String),
     #[error("{0}")]
     Usage(String),
 }

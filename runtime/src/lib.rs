@@ -13,8 +13,14 @@ pub mod checkpoint;
 pub mod cli;
 mod demo;
 pub mod error;
+pub mod generate;
 pub mod model;
+pub mod sample;
 pub mod specs;
+pub mod tokenizer;
 
 pub use error::Error;
+pub use generate::{generate, GenerateOptions};
 pub use model::{compile_spec, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};
+pub use sample::{Sampler, SamplingOptions};
+pub use tokenizer::Tokenizer;

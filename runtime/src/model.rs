@@ -156,7 +156,13 @@ impl Model {
             let shape: Vec<usize> = ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
             bindings.push(match param.role {
                 ParamRole::Tokens => Binding::Tokens,
-                ParamRole::Weight => match checkpoint.tensor_f32(&param.name, &shape)? {
+                ParamRole::Weight => match checkpoint.tensor_f32(&param.name, &shape).map_err(|source| match &graph
+                    .node(input)
+                    .origin
+                {
+                    Some(o) => Error::Weight { source, declared: o.to_string() },
+                    None => Error::Checkpoint(source),
+                })? {
                     Cow::Borrowed(_) => Binding::Mapped { name: param.name.clone(), shape },
                     Cow::Owned(data) => Binding::Owned { shape, data },
                 },

@@ -234,12 +234,14 @@ impl<'s> Lowerer<'s> {
         if let Some(r) = fold_binary(op, &a, &b) {
             return r.map_err(|m| Diagnostic::at(&self.loc(frame, span), m));
         }
+        // Identities (x·1, x/1, x±0) only where the other operand is a tensor.
         let is = |v: &Val, x: f64| v.as_f64() == Some(x);
+        let (ta, tb) = (matches!(a, Val::Tensor(_)), matches!(b, Val::Tensor(_)));
         let ir = match op {
-            BinOp::Mul | BinOp::Div if is(&b, 1.0) => return Ok(a),
-            BinOp::Mul if is(&a, 1.0) => return Ok(b),
-            BinOp::Add | BinOp::Sub if is(&b, 0.0) => return Ok(a),
-            BinOp::Add if is(&a, 0.0) => return Ok(b),
+            BinOp::Mul | BinOp::Div if ta && is(&b, 1.0) => return Ok(a),
+            BinOp::Mul if tb && is(&a, 1.0) => return Ok(b),
+            BinOp::Add | BinOp::Sub if ta && is(&b, 0.0) => return Ok(a),
+            BinOp::Add if tb && is(&a, 0.0) => return Ok(b),
             BinOp::Add => Op::Binary(BinaryOp::Add),
             BinOp::Sub => Op::Binary(BinaryOp::Sub),
             BinOp::Mul => Op::Binary(BinaryOp::Mul),
@@ -297,6 +299,12 @@ impl<'s> Lowerer<'s> {
                 let x = a.req(0)?;
                 let rest: Vec<_> = (1..if name == "max" { 4 } else { 2 }).map(|i| a.take(i)).collect();
                 if name == "max" && rest[1].is_some() {
+                    if rest[0].is_some() {
+                        return Err(Diagnostic::at(
+                            &self.loc(frame, span),
+                            "`max` takes two operands, or one operand and `axis =`, not both",
+                        ));
+                    }
                     let keep = rest[2].as_ref().map_or(Ok(false), |k| self.bool_arg(frame, k))?;
                     return self.reduce(
                         g,
@@ -316,6 +324,9 @@ impl<'s> Lowerer<'s> {
                     ));
                 };
                 let op = if name == "max" { BinaryOp::Max } else { BinaryOp::Min };
+                if let (Val::Int(p), Val::Int(q)) = (&x.0, &b.0) {
+                    return Ok(Val::Int(if name == "max" { *p.max(q) } else { *p.min(q) }));
+                }
                 if let (Some(p), Some(q)) = (x.0.as_f64(), b.0.as_f64()) {
                     return Ok(Val::Float(f64::from(op.apply(p as f32, q as f32))));
                 }

@@ -11,6 +11,7 @@
 mod builtins;
 mod scope;
 mod structure;
+mod validate;
 mod value;
 
 use crate::expr::{BinOp, Expr, ExprKind, UnaryOp};
@@ -40,6 +41,7 @@ fn prelude() -> Result<&'static SpecFile, Diagnostic> {
 /// Compiles `spec` for the hyperparameters in `config` (a checkpoint's `config.json`).
 pub fn compile(spec: &SpecFile, config: &serde_json::Value, options: &CompileOptions) -> Result<Graph, Diagnostic> {
     let prelude = prelude()?;
+    validate::validate(spec, prelude)?;
     let mut lowerer = Lowerer::new(spec, prelude, config, options)?;
     lowerer.lower_graph()
 }
@@ -382,8 +384,9 @@ fn relocate(
 ) -> Diagnostic {
     let inside_callee = d.location.as_ref().is_some_and(|l| Arc::ptr_eq(&l.file, callee_file));
     if Arc::ptr_eq(callee_file, caller_file) || !inside_callee {
-        if inside_callee {
-            d.notes.push(format!("note: in `{name}`, called at {call}"));
+        let note = format!("note: in `{name}`, called at {call}");
+        if inside_callee && !d.notes.contains(&note) {
+            d.notes.push(note);
         }
         return d;
     }

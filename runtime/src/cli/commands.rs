@@ -2,7 +2,11 @@
 
 use super::{BackendArg, Command};
 use crate::checkpoint::{self, TensorData};
-use crate::{compile_spec, resolve_spec, specs, Backend, Error, LoadOptions, Model};
+use crate::tokenizer::TextStream;
+use crate::{
+    compile_spec, generate, resolve_spec, specs, Backend, Error, GenerateOptions, LoadOptions, Model, SamplingOptions,
+    Tokenizer,
+};
 use kiln_frontend::CompileOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,48 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
     match command {
         Command::Forward { model_dir, tokens, split, spec, backend, out: path, force } => {
             forward(&model_dir, &tokens, split, spec, backend, &path, force, out)
+        }
+        Command::Generate {
+            model_dir,
+            prompt,
+            tokens,
+            max_new,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            ignore_eos,
+            ids,
+            spec,
+            backend: b,
+        } => {
+            let sampling = SamplingOptions { temperature, top_k, top_p, seed };
+            let model = Model::load(
+                &model_dir,
+                &LoadOptions { spec, backend: backend(b), compile: CompileOptions::default() },
+            )?;
+            let tokenizer = Tokenizer::from_dir(&model_dir)?;
+            let prompt = match (prompt, tokens, &tokenizer) {
+                (Some(text), _, Some(t)) => t.encode(&text)?,
+                (Some(_), _, None) => {
+                    return Err(Error::Usage(format!(
+                        "{} has no tokenizer.json; give the prompt as ids with --tokens",
+                        model_dir.display()
+                    )));
+                }
+                (None, Some(ids), _) => ids,
+                (None, None, _) => return Err(Error::Usage("give --prompt TEXT or --tokens IDS".into())),
+            };
+            if !(0.0..=1.0).contains(&top_p) || temperature < 0.0 || !temperature.is_finite() {
+                return Err(Error::Usage("--temperature must be ≥ 0 and --top-p within [0, 1]".into()));
+            }
+            let stop_at = if ignore_eos {
+                None
+            } else {
+                model.checkpoint().config().get("eos_token_id").and_then(|v| v.as_i64())
+            };
+            let text = if ids { None } else { tokenizer.as_ref() };
+            generate_cmd(&model, &prompt, &GenerateOptions { max_new, sampling, stop_at }, text, out)
         }
         Command::Dump { model_dir, spec, config, dot } => dump(model_dir, spec, config, dot, out),
         Command::Check { spec, config } => check(&spec, config, out),
@@ -112,4 +158,31 @@ fn check(spec: &Path, config: Option<PathBuf>, out: &mut dyn Write) -> Result<()
     let states = graph.inputs().len() - weights - 1;
     writeln!(out, "{}: ok ({} nodes, {weights} weights, {states} state tensors)", spec.display(), graph.node_count())
         .map_err(io(spec))
+}
+
+/// Streams generated tokens to `out` as text (with a tokenizer) or as ids.
+fn generate_cmd(
+    model: &Model,
+    prompt: &[i64],
+    options: &GenerateOptions,
+    tokenizer: Option<&Tokenizer>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let stdout = Path::new("<stdout>");
+    match tokenizer {
+        Some(t) => write!(out, "{}", t.decode(prompt)?).map_err(io(stdout))?,
+        None => {
+            write!(out, "{}", prompt.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")).map_err(io(stdout))?
+        }
+    }
+    let mut stream = TextStream::default();
+    generate(model, prompt, options, |id| {
+        match tokenizer {
+            Some(t) => write!(out, "{}", stream.push(t, id)?),
+            None => write!(out, " {id}"),
+        }
+        .and_then(|()| out.flush())
+        .map_err(io(stdout))
+    })?;
+    writeln!(out).map_err(io(stdout))
 }

@@ -48,6 +48,42 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Generate text (or token ids) one token at a time with the carried state, streaming it.
+    Generate {
+        /// A model directory; its tokenizer.json is used for --prompt and for printing text.
+        model_dir: PathBuf,
+        /// The prompt as text (needs tokenizer.json).
+        #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+        prompt: Option<String>,
+        /// The prompt as comma-separated token ids.
+        #[arg(long, value_delimiter = ',')]
+        tokens: Option<Vec<i64>>,
+        /// How many tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_new: usize,
+        /// Softmax temperature; 0 is greedy.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Sample among the K most likely tokens only (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sample among the most likely tokens holding this much probability.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Seed of the sampler: the same seed gives the same text.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep going past the end-of-sequence token.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Print token ids even when the model has a tokenizer.
+        #[arg(long)]
+        ids: bool,
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        backend: BackendArg,
+    },
     /// Print a model's IR.
     Dump {
         /// A model directory (its config.json and spec are used; weights are not read).
