@@ -1,6 +1,26 @@
 //! Kiln's passes over the IR. Each pass is a free function in its own module that takes a
-//! graph and leaves it valid (the verifier holds before and after).
+//! graph and leaves it valid (the verifier holds before and after); [`manager`] runs them as a
+//! named, timed pipeline. [`default_pipeline`] is the list the runtime uses.
 
 pub mod dead_code;
+pub mod error;
+pub mod manager;
 
 pub use dead_code::dead_code;
+pub use error::PassError;
+pub use manager::{DumpPoint, Pass, PassReport, Pipeline, PipelineOptions, RunReport};
+
+/// Every pass, in the order the default pipeline runs them.
+pub fn all_passes() -> Vec<Pass> {
+    vec![Pass {
+        name: "dead-code",
+        description: "remove nodes no output needs (and weights nothing reads)",
+        required: false,
+        run: |g| Ok(dead_code(g)),
+    }]
+}
+
+/// The pipeline the runtime runs after lowering.
+pub fn default_pipeline() -> Pipeline {
+    Pipeline::new(all_passes())
+}

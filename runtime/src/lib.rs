@@ -21,6 +21,6 @@ pub mod tokenizer;
 
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
-pub use model::{compile_spec, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};
+pub use model::{compile_spec, compile_spec_with, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};
 pub use sample::{Sampler, SamplingOptions};
 pub use tokenizer::Tokenizer;

@@ -10,6 +10,7 @@ use crate::Error;
 use kiln_backend::{Executable, Interpreter, Tensor};
 use kiln_frontend::{CompileOptions, SpecFile};
 use kiln_ir::{Graph, Op, OutputRole, ParamRole};
+use kiln_passes::{PipelineOptions, RunReport};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -28,14 +29,27 @@ pub struct LoadOptions {
     pub spec: Option<PathBuf>,
     pub backend: Backend,
     pub compile: CompileOptions,
+    /// Which passes run (and which are disabled) after lowering.
+    pub passes: PipelineOptions,
 }
 
-/// Compiles a spec for a config: lowering, dead-code removal, verification.
+/// Compiles a spec for a config: lowering, the default pass pipeline, verification.
 pub fn compile_spec(spec: &SpecFile, config: &serde_json::Value, options: &CompileOptions) -> Result<Graph, Error> {
+    compile_spec_with(spec, config, options, &PipelineOptions::default()).map(|(g, _)| g)
+}
+
+/// [`compile_spec`] with control over the passes; also returns what each pass did.
+pub fn compile_spec_with(
+    spec: &SpecFile,
+    config: &serde_json::Value,
+    options: &CompileOptions,
+    passes: &PipelineOptions,
+) -> Result<(Graph, RunReport), Error> {
     let mut graph = kiln_frontend::compile(spec, config, options)?;
-    kiln_passes::dead_code(&mut graph);
     kiln_ir::verify(&graph)?;
-    Ok(graph)
+    let report = kiln_passes::default_pipeline().run(&mut graph, passes)?;
+    kiln_ir::verify(&graph)?;
+    Ok((graph, report))
 }
 
 /// The spec a model directory (or `--spec`) calls for.
@@ -147,7 +161,7 @@ impl Model {
 
     /// Compiles `spec` for `checkpoint` and binds its weights.
     pub fn with_spec(spec: &SpecFile, checkpoint: Checkpoint, options: &LoadOptions) -> Result<Model, Error> {
-        let graph = compile_spec(spec, checkpoint.config(), &options.compile)?;
+        let (graph, _) = compile_spec_with(spec, checkpoint.config(), &options.compile, &options.passes)?;
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
         for &input in graph.inputs() {

@@ -31,10 +31,7 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             backend: b,
         } => {
             let sampling = SamplingOptions { temperature, top_k, top_p, seed };
-            let model = Model::load(
-                &model_dir,
-                &LoadOptions { spec, backend: backend(b), compile: CompileOptions::default() },
-            )?;
+            let model = Model::load(&model_dir, &LoadOptions { spec, backend: backend(b), ..LoadOptions::default() })?;
             let tokenizer = Tokenizer::from_dir(&model_dir)?;
             let prompt = match (prompt, tokens, &tokenizer) {
                 (Some(text), _, Some(t)) => t.encode(&text)?,
@@ -93,7 +90,7 @@ fn forward(
             return Err(Error::Usage(format!("--split {k} must leave tokens on both sides (1..{})", tokens.len())));
         }
     }
-    let model = Model::load(dir, &LoadOptions { spec, backend: backend(b), compile: CompileOptions::default() })?;
+    let model = Model::load(dir, &LoadOptions { spec, backend: backend(b), ..LoadOptions::default() })?;
     let mut state = model.new_state();
     let logits = match split {
         None => model.forward(tokens, &mut state)?,
