@@ -47,10 +47,16 @@ fn write_body(g: &Graph, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Resul
             }
             None => writeln!(f, "{indent}{line}")?,
         }
-        if let Op::Scan(scan) = &node.op {
-            writeln!(f, "{indent}  body {{")?;
-            write_body(&scan.body, f, depth + 2)?;
-            writeln!(f, "{indent}  }}")?;
+        match &node.op {
+            Op::Scan(scan) => {
+                writeln!(f, "{indent}  body {{")?;
+                write_body(&scan.body, f, depth + 2)?;
+                writeln!(f, "{indent}  }}")?;
+            }
+            Op::Fused(kernel) | Op::FusedMatMul { epilogue: kernel, .. } => {
+                kernel.write_body(f, &format!("{indent}  "))?
+            }
+            _ => {}
         }
     }
     let results: Vec<String> = g

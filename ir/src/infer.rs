@@ -36,6 +36,8 @@ pub enum TypeError {
     Unfold { size: usize, len: Dim },
     #[error("scan: {what}")]
     Scan { what: String },
+    #[error("kernel: {what}")]
+    Kernel { what: String },
     #[error("an input's type is declared, not inferred")]
     Input,
 }
@@ -252,6 +254,25 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             Ok(one(Type::new(ops[0].dtype, Shape::new(dims))))
         }
         Op::Scan(scan) => infer_scan(scan, ops),
+        Op::Fused(kernel) => kernel.result_types(ops),
+        Op::FusedMatMul { transpose_rhs, epilogue } => {
+            if ops.len() < 2 {
+                return Err(TypeError::Arity { op: op.mnemonic(), expected: "at least 2".into(), found: ops.len() });
+            }
+            let product = infer(&Op::MatMul { transpose_rhs: *transpose_rhs }, &ops[..2])?;
+            let mut epilogue_ops: SmallVec<[&Type; 4]> = SmallVec::new();
+            epilogue_ops.push(&product[0]);
+            epilogue_ops.extend(ops[2..].iter().copied());
+            if epilogue.shape != product[0].shape {
+                return Err(TypeError::Kernel {
+                    what: format!(
+                        "the epilogue iterates over {} but the product is {}",
+                        epilogue.shape, product[0].shape
+                    ),
+                });
+            }
+            epilogue.result_types(&epilogue_ops)
+        }
     }
 }
 

@@ -10,12 +10,14 @@ pub mod display;
 pub mod dot;
 pub mod graph;
 pub mod infer;
+pub mod kernel;
 pub mod op;
 pub mod types;
 pub mod verify;
 
 pub use graph::{Graph, Node, NodeId, Origin, Output, OutputRole, Use, Value};
 pub use infer::{broadcast_shapes, broadcasts_to, infer, TypeError};
+pub use kernel::{Instr, Kernel, KernelOutput, Level};
 pub use op::{BinaryOp, CompareOp, Op, Param, ParamRole, ReduceOp, Scan, UnaryOp};
 pub use types::{Count, DType, Dim, Shape, Type};
 pub use verify::{verify, VerifyError, VerifyErrorKind, VerifyErrors};

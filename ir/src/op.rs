@@ -7,6 +7,7 @@
 //! exhaustive `match`.
 
 use crate::graph::Graph;
+use crate::kernel::Kernel;
 use crate::types::{Dim, Shape};
 use smallvec::SmallVec;
 use std::fmt;
@@ -51,6 +52,14 @@ pub enum Op {
     Gather,
     /// A loop over the leading axis of its sequence operands with carried values; see [`Scan`].
     Scan(Box<Scan>),
+    /// Elementwise ops and last-axis reductions fused into one loop nest; see [`Kernel`].
+    /// Made by the fusion passes, never by front ends.
+    Fused(Box<Kernel>),
+    /// A matrix product whose rows go straight through an epilogue kernel (bias, activation,
+    /// residual, gating): operand 0 and 1 are the product's, the epilogue reads the product as
+    /// its operand 0 and the node's operands 2.. as its operands 1.., and the node's results
+    /// are the epilogue's.
+    FusedMatMul { transpose_rhs: bool, epilogue: Box<Kernel> },
 }
 
 /// A recurrence over time. Operands: `carries` initial carries, then `sequences` tensors whose
@@ -278,6 +287,8 @@ impl Op {
             Op::Unfold { .. } => "unfold".into(),
             Op::Gather => "gather".into(),
             Op::Scan(s) => if s.reverse { "scan.reverse" } else { "scan" }.into(),
+            Op::Fused(_) => "fused".into(),
+            Op::FusedMatMul { .. } => "matmul.fused".into(),
         }
     }
 

@@ -4,20 +4,32 @@
 
 pub mod dead_code;
 pub mod error;
+pub mod fuse_elementwise;
 pub mod manager;
 
 pub use dead_code::dead_code;
 pub use error::PassError;
+pub use fuse_elementwise::fuse_elementwise;
 pub use manager::{DumpPoint, Pass, PassReport, Pipeline, PipelineOptions, RunReport};
 
 /// Every pass, in the order the default pipeline runs them.
 pub fn all_passes() -> Vec<Pass> {
-    vec![Pass {
+    let dead = Pass {
         name: "dead-code",
         description: "remove nodes no output needs (and weights nothing reads)",
         required: false,
         run: |g| Ok(dead_code(g)),
-    }]
+    };
+    vec![
+        dead,
+        Pass {
+            name: "fuse-elementwise",
+            description: "fuse elementwise chains, last-axis reductions and broadcasts into kernels (scan bodies too)",
+            required: false,
+            run: fuse_elementwise,
+        },
+        dead,
+    ]
 }
 
 /// The pipeline the runtime runs after lowering.

@@ -10,7 +10,7 @@
 //! at the node responsible; outputs are returned in the order of `graph.outputs()`.
 
 use super::plan::{Plan, Step, StepKind};
-use super::{elementwise, matmul, reduce, resolve_shape, scan, shape_ops};
+use super::{elementwise, kernel, matmul, reduce, resolve_shape, scan, shape_ops};
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
 use crate::tensor::Tensor;
 use kiln_ir::{Graph, Node, Op, Type, Value};
@@ -50,6 +50,21 @@ pub(crate) fn run_plan<'b>(
                     results.push(r);
                 }
                 results
+            }
+            StepKind::Compute if matches!(node.op, Op::Fused(_) | Op::FusedMatMul { .. }) => {
+                let ops = operands(&table, step).map_err(fail)?;
+                let results = match &node.op {
+                    Op::Fused(k) => kernel::run(&node.op, k, &ops, t),
+                    Op::FusedMatMul { transpose_rhs, epilogue } => {
+                        kernel::run_matmul(&node.op, *transpose_rhs, epilogue, &ops, t)
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let mut out = Results::new();
+                for r in results.map_err(fail)? {
+                    out.push(r);
+                }
+                out
             }
             StepKind::Compute => {
                 let result: Result<Tensor<'b>, NodeErrorKind> = match &node.op {
@@ -111,7 +126,7 @@ fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize) -> Result<Tensor<'static>, No
         Op::Concat { axis } => shape_ops::concat(op, *axis, ops),
         Op::Unfold { axis, size } => shape_ops::unfold(op, *axis, *size, ops),
         Op::Gather => shape_ops::gather(op, ops),
-        Op::Reshape(_) | Op::Input(_) | Op::Scan(_) => {
+        Op::Reshape(_) | Op::Input(_) | Op::Scan(_) | Op::Fused(_) | Op::FusedMatMul { .. } => {
             Err(NodeErrorKind::Internal { what: format!("`{}` reached the generic kernel dispatch", op.mnemonic()) })
         }
     }

@@ -16,6 +16,7 @@
 
 pub(crate) mod elementwise;
 pub(crate) mod eval;
+mod kernel;
 pub(crate) mod matmul;
 pub(crate) mod plan;
 pub(crate) mod reduce;

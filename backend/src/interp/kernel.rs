@@ -1,0 +1,292 @@
+//! Evaluation of fused kernels ([`kiln_ir::Kernel`]) and of matrix products with an epilogue.
+//!
+//! A kernel runs row by row: every instruction's value for the current row lives in a reusable
+//! scratch slot (a vector of `cols` elements, or one scalar for a row value), so nothing but the
+//! results is materialized. Every element is computed with the same scalar operations, in the
+//! same order, as the primitive ops the kernel replaced (reductions fold left to right from the
+//! row's first element), so fused and unfused graphs agree bit for bit. Rows are independent and
+//! split across threads when the kernel is large.
+//!
+//! The interpreter runs `matmul.fused` as the product followed by its epilogue; the JIT fuses
+//! them within a row.
+
+use super::{matmul, resolve_shape, PAR_MIN_ELEMENTS};
+use crate::error::NodeErrorKind;
+use crate::tensor::{numel, Dims, Tensor, TensorData};
+use kiln_ir::{DType, Instr, Kernel, Level, Op};
+use rayon::prelude::*;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+
+/// How an operand is read at its level: element strides for every kernel axis (0 where it is
+/// broadcast) — for a row-level read the last axis is ignored.
+struct Reader<'a> {
+    data: &'a [f32],
+    strides: Dims,
+}
+
+impl Reader<'_> {
+    fn row_base(&self, row_index: &[usize]) -> usize {
+        row_index.iter().zip(&self.strides).map(|(i, s)| i * s).sum()
+    }
+}
+
+/// One instruction's value for the current row.
+#[derive(Clone, Debug)]
+enum Slot {
+    Vec(Vec<f32>),
+    Scalar(f32),
+    Mask(Vec<bool>),
+    Flag(bool),
+}
+
+/// An output buffer of the kernel, or a block of its rows.
+enum Out<F, B> {
+    F32(F),
+    Bool(B),
+}
+
+/// Runs `kernel` on `ops` for a call of `t` tokens, returning its results.
+pub(crate) fn run(
+    op: &Op,
+    kernel: &Kernel,
+    ops: &[&Tensor<'_>],
+    t: usize,
+) -> Result<SmallVec<[Tensor<'static>; 1]>, NodeErrorKind> {
+    let shape = resolve_shape(&kernel.shape, t)?;
+    let cols = *shape.last().ok_or_else(|| NodeErrorKind::Internal { what: "a kernel of rank 0".into() })?;
+    let row_shape: Dims = shape[..shape.len() - 1].iter().copied().collect();
+    let rows = numel(&row_shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
+    let types = kernel.instr_types().map_err(|what| NodeErrorKind::Internal { what })?;
+    let mut readers = Vec::with_capacity(ops.len());
+    for k in 0..ops.len() {
+        let read = kernel
+            .reads
+            .get(k)
+            .ok_or_else(|| NodeErrorKind::Internal { what: format!("no read shape for operand {k}") })?;
+        let read = resolve_shape(read, t)?;
+        let data = super::f32_operand(op, ops, k)?;
+        if numel(&read) != Some(data.len()) {
+            return Err(NodeErrorKind::Internal {
+                what: format!("operand {k} has {} elements, read as {read:?}", data.len()),
+            });
+        }
+        readers.push(Reader { data, strides: broadcast_strides(&read, &shape) });
+    }
+    let widths: Vec<usize> = kernel.outputs.iter().map(|o| if o.level == Level::Vector { cols } else { 1 }).collect();
+    let mut outputs: Vec<Out<Vec<f32>, Vec<bool>>> = kernel
+        .outputs
+        .iter()
+        .zip(&widths)
+        .map(|(o, w)| match types[o.instr as usize].dtype {
+            DType::Bool => Out::Bool(vec![false; rows * w]),
+            _ => Out::F32(vec![0.0; rows * w]),
+        })
+        .collect();
+    let run_rows = |first: usize, outs: &mut [Out<&mut [f32], &mut [bool]>]| {
+        let mut slots: Vec<Slot> = types
+            .iter()
+            .map(|t| match (t.level, t.dtype) {
+                (Level::Vector, DType::Bool) => Slot::Mask(vec![false; cols]),
+                (Level::Vector, _) => Slot::Vec(vec![0.0; cols]),
+                (Level::Row, DType::Bool) => Slot::Flag(false),
+                (Level::Row, _) => Slot::Scalar(0.0),
+            })
+            .collect();
+        let count = match outs.first() {
+            Some(Out::F32(o)) => o.len() / widths[0],
+            Some(Out::Bool(o)) => o.len() / widths[0],
+            None => 0,
+        };
+        let mut index: Dims = smallvec::smallvec![0; row_shape.len()];
+        for local in 0..count {
+            unravel(first + local, &row_shape, &mut index);
+            eval_row(kernel, &readers, &index, cols, &mut slots);
+            for ((o, out), &w) in kernel.outputs.iter().zip(outs.iter_mut()).zip(&widths) {
+                let span = local * w..(local + 1) * w;
+                match (out, &slots[o.instr as usize]) {
+                    (Out::F32(dst), Slot::Vec(v)) => dst[span].copy_from_slice(v),
+                    (Out::F32(dst), Slot::Scalar(s)) => dst[span].fill(*s),
+                    (Out::Bool(dst), Slot::Mask(m)) => dst[span].copy_from_slice(m),
+                    (Out::Bool(dst), Slot::Flag(b)) => dst[span].fill(*b),
+                    _ => {}
+                }
+            }
+        }
+    };
+    // Contiguous blocks of rows, each run with its own scratch (in parallel when large).
+    let per = if rows * cols >= PAR_MIN_ELEMENTS && rows > 1 {
+        rows.div_ceil(rayon::current_num_threads().max(1) * 4)
+    } else {
+        rows.max(1)
+    };
+    let mut blocks: Vec<Vec<Out<&mut [f32], &mut [bool]>>> = (0..rows.div_ceil(per)).map(|_| Vec::new()).collect();
+    for (out, w) in outputs.iter_mut().zip(&widths) {
+        match out {
+            Out::F32(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::F32(c))),
+            Out::Bool(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::Bool(c))),
+        }
+    }
+    if blocks.len() > 1 {
+        blocks.into_par_iter().enumerate().for_each(|(b, mut outs)| run_rows(b * per, &mut outs));
+    } else if let Some(mut outs) = blocks.pop() {
+        run_rows(0, &mut outs);
+    }
+    Ok(kernel
+        .outputs
+        .iter()
+        .zip(outputs)
+        .map(|(o, out)| {
+            let mut s: Dims = shape.clone();
+            if o.level == Level::Row {
+                if let Some(last) = s.last_mut() {
+                    *last = 1;
+                }
+            }
+            let data = match out {
+                Out::F32(v) => TensorData::F32(Cow::Owned(v)),
+                Out::Bool(v) => TensorData::Bool(Cow::Owned(v)),
+            };
+            Tensor::from_parts(s, data)
+        })
+        .collect())
+}
+
+/// Runs a matrix product and its epilogue kernel over the product's rows.
+pub(crate) fn run_matmul(
+    op: &Op,
+    transpose_rhs: bool,
+    epilogue: &Kernel,
+    ops: &[&Tensor<'_>],
+    t: usize,
+) -> Result<SmallVec<[Tensor<'static>; 1]>, NodeErrorKind> {
+    if ops.len() < 2 {
+        return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
+    }
+    let product = matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2])?;
+    let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
+    epilogue_ops.push(&product);
+    epilogue_ops.extend(ops[2..].iter().copied());
+    run(op, epilogue, &epilogue_ops, t)
+}
+
+/// Element strides of a tensor of `shape` broadcast (numpy-style) to `target`.
+fn broadcast_strides(shape: &[usize], target: &[usize]) -> Dims {
+    let mut strides: Dims = smallvec::smallvec![0; target.len()];
+    let mut stride = 1;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let j = target.len() - (shape.len() - i);
+        strides[j] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    strides
+}
+
+fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {
+    for (o, &d) in out.iter_mut().zip(shape).rev() {
+        *o = i % d.max(1);
+        i /= d.max(1);
+    }
+}
+
+/// Computes every instruction for the row at `index`.
+fn eval_row(kernel: &Kernel, readers: &[Reader<'_>], index: &[usize], cols: usize, slots: &mut [Slot]) {
+    for (i, instr) in kernel.body.iter().enumerate() {
+        let (done, rest) = slots.split_at_mut(i);
+        let out = &mut rest[0];
+        match *instr {
+            Instr::Input(k, level) => {
+                let r = &readers[k as usize];
+                let base = r.row_base(index);
+                match (out, level) {
+                    (Slot::Vec(v), Level::Vector) => {
+                        let cs = r.strides.last().copied().unwrap_or(0);
+                        if cs == 1 {
+                            v.copy_from_slice(&r.data[base..base + cols]);
+                        } else {
+                            for (c, x) in v.iter_mut().enumerate() {
+                                *x = r.data[base + c * cs];
+                            }
+                        }
+                    }
+                    (Slot::Scalar(s), _) => *s = r.data[base],
+                    _ => {}
+                }
+            }
+            Instr::Const(c) => {
+                if let Slot::Scalar(s) = out {
+                    *s = c;
+                }
+            }
+            Instr::Unary(u, a) => match (out, &done[a as usize]) {
+                (Slot::Vec(v), Slot::Vec(x)) => v.iter_mut().zip(x).for_each(|(o, &x)| *o = u.apply(x)),
+                (Slot::Scalar(s), Slot::Scalar(x)) => *s = u.apply(*x),
+                _ => {}
+            },
+            Instr::Binary(b, x, y) => {
+                let (x, y) = (&done[x as usize], &done[y as usize]);
+                match out {
+                    Slot::Vec(v) => {
+                        for (c, o) in v.iter_mut().enumerate() {
+                            *o = b.apply(at(x, c), at(y, c));
+                        }
+                    }
+                    Slot::Scalar(s) => *s = b.apply(at(x, 0), at(y, 0)),
+                    _ => {}
+                }
+            }
+            Instr::Compare(cmp, x, y) => {
+                let (x, y) = (&done[x as usize], &done[y as usize]);
+                match out {
+                    Slot::Mask(m) => {
+                        for (c, o) in m.iter_mut().enumerate() {
+                            *o = cmp.apply(at(x, c), at(y, c));
+                        }
+                    }
+                    Slot::Flag(f) => *f = cmp.apply(at(x, 0), at(y, 0)),
+                    _ => {}
+                }
+            }
+            Instr::Select(c, x, y) => {
+                let (c, x, y) = (&done[c as usize], &done[x as usize], &done[y as usize]);
+                match out {
+                    Slot::Vec(v) => {
+                        for (i, o) in v.iter_mut().enumerate() {
+                            *o = if flag(c, i) { at(x, i) } else { at(y, i) };
+                        }
+                    }
+                    Slot::Scalar(s) => *s = if flag(c, 0) { at(x, 0) } else { at(y, 0) },
+                    _ => {}
+                }
+            }
+            Instr::Reduce(r, a) => {
+                if let (Slot::Scalar(s), Slot::Vec(x)) = (out, &done[a as usize]) {
+                    *s = match x.split_first() {
+                        None => r.identity(),
+                        Some((&first, rest)) => rest.iter().fold(first, |acc, &v| match r {
+                            kiln_ir::ReduceOp::Sum => acc + v,
+                            kiln_ir::ReduceOp::Max => kiln_ir::BinaryOp::Max.apply(acc, v),
+                        }),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Element `c` of a value (a row value is the same for every element).
+fn at(slot: &Slot, c: usize) -> f32 {
+    match slot {
+        Slot::Vec(v) => v[c],
+        Slot::Scalar(s) => *s,
+        _ => f32::NAN,
+    }
+}
+
+fn flag(slot: &Slot, c: usize) -> bool {
+    match slot {
+        Slot::Mask(m) => m[c],
+        Slot::Flag(b) => *b,
+        _ => false,
+    }
+}
