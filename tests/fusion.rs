@@ -53,8 +53,11 @@ fn run(graph: &Graph, t: usize) -> Vec<Vec<f32>> {
 
 fn check(path: &Path, config: &serde_json::Value) {
     let fused = compile(path, config, &[]);
-    let plain = compile(path, config, &["fuse-elementwise"]);
-    let kernels = fused.node_ids().filter(|&n| matches!(fused.node(n).op, kiln_ir::Op::Fused(_))).count();
+    let plain = compile(path, config, &["fuse-elementwise", "fuse-matmul"]);
+    let kernels = fused
+        .node_ids()
+        .filter(|&n| matches!(fused.node(n).op, kiln_ir::Op::Fused(_) | kiln_ir::Op::FusedMatMul { .. }))
+        .count();
     assert!(kernels > 0, "{}: nothing was fused", path.display());
     for t in [1, 3, 8] {
         let (a, b) = (run(&fused, t), run(&plain, t));

@@ -5,11 +5,13 @@
 pub mod dead_code;
 pub mod error;
 pub mod fuse_elementwise;
+pub mod fuse_matmul;
 pub mod manager;
 
 pub use dead_code::dead_code;
 pub use error::PassError;
 pub use fuse_elementwise::fuse_elementwise;
+pub use fuse_matmul::fuse_matmul;
 pub use manager::{DumpPoint, Pass, PassReport, Pipeline, PipelineOptions, RunReport};
 
 /// Every pass, in the order the default pipeline runs them.
@@ -27,6 +29,12 @@ pub fn all_passes() -> Vec<Pass> {
             description: "fuse elementwise chains, last-axis reductions and broadcasts into kernels (scan bodies too)",
             required: false,
             run: fuse_elementwise,
+        },
+        Pass {
+            name: "fuse-matmul",
+            description: "run elementwise work that follows a matrix product as its epilogue, row by row",
+            required: false,
+            run: fuse_matmul,
         },
         dead,
     ]
