@@ -75,7 +75,7 @@ impl Args {
 impl<'s> Lowerer<'s> {
     fn bind_args(
         &self,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         name: &str,
         args: Vec<(Val, Range<usize>)>,
         kwargs: Vec<(&str, Range<usize>, Val)>,
@@ -115,7 +115,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn tensor(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         v: &Val,
         span: &Range<usize>,
     ) -> Result<Value, Diagnostic> {
@@ -132,7 +132,7 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    fn int(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>), what: &str) -> Result<i64, Diagnostic> {
+    fn int(&self, frame: &Frame<'s>, v: &(Val, Range<usize>), what: &str) -> Result<i64, Diagnostic> {
         match v.0 {
             Val::Int(n) => Ok(n),
             ref other => Err(Diagnostic::at(
@@ -142,7 +142,7 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    fn axis(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>), rank: usize) -> Result<usize, Diagnostic> {
+    fn axis(&self, frame: &Frame<'s>, v: &(Val, Range<usize>), rank: usize) -> Result<usize, Diagnostic> {
         let a = self.int(frame, v, "an axis")?;
         let k = if a < 0 { rank as i64 + a } else { a };
         usize::try_from(k).ok().filter(|&k| k < rank).ok_or_else(|| {
@@ -150,7 +150,7 @@ impl<'s> Lowerer<'s> {
         })
     }
 
-    fn shape_arg(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>)) -> Result<Shape, Diagnostic> {
+    fn shape_arg(&self, frame: &Frame<'s>, v: &(Val, Range<usize>)) -> Result<Shape, Diagnostic> {
         let Val::List(items) = &v.0 else {
             return Err(Diagnostic::at(
                 &self.loc(frame, &v.1),
@@ -174,7 +174,7 @@ impl<'s> Lowerer<'s> {
     fn broadcast_to(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         v: Value,
         to: &Shape,
         span: &Range<usize>,
@@ -193,7 +193,7 @@ impl<'s> Lowerer<'s> {
     fn elementwise(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         op: Op,
         vals: &[(&Val, &Range<usize>)],
         span: &Range<usize>,
@@ -225,7 +225,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn binary(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         op: BinOp,
         a: Val,
         b: Val,
@@ -267,7 +267,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn builtin(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         name: &str,
         args: Vec<(Val, Range<usize>)>,
         kwargs: Vec<(&str, Range<usize>, Val)>,
@@ -463,7 +463,7 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    fn bool_arg(&self, frame: &Frame<'s, '_>, v: &(Val, Range<usize>)) -> Result<bool, Diagnostic> {
+    fn bool_arg(&self, frame: &Frame<'s>, v: &(Val, Range<usize>)) -> Result<bool, Diagnostic> {
         match v.0 {
             Val::Bool(b) => Ok(b),
             ref other => Err(Diagnostic::at(
@@ -477,7 +477,7 @@ impl<'s> Lowerer<'s> {
     fn reduce(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         op: ReduceOp,
         x: (Val, Range<usize>),
         axis: &(Val, Range<usize>),

@@ -125,23 +125,23 @@ impl<'s> Lowerer<'s> {
     }
 
     /// Evaluates every binding of a frame (for errors in unused ones).
-    fn eval_all(&mut self, g: &mut Graph, frame: &Frame<'s, '_>) -> Result<(), Diagnostic> {
+    fn eval_all(&mut self, g: &mut Graph, frame: &Frame<'s>) -> Result<(), Diagnostic> {
         for b in frame.bindings.values() {
             self.lookup(g, frame, &b.name.name, &b.name.loc)?;
         }
         Ok(())
     }
 
-    fn origin(&self, frame: &Frame<'s, '_>, span: &std::ops::Range<usize>) -> Option<Origin> {
+    fn origin(&self, frame: &Frame<'s>, span: &std::ops::Range<usize>) -> Option<Origin> {
         Some(Location::new(frame.file, span.clone()).origin(frame.context.clone()))
     }
 
-    fn loc(&self, frame: &Frame<'s, '_>, span: &std::ops::Range<usize>) -> Location {
+    fn loc(&self, frame: &Frame<'s>, span: &std::ops::Range<usize>) -> Location {
         Location::new(frame.file, span.clone())
     }
 
     /// Evaluates an expression.
-    pub(crate) fn eval(&mut self, g: &mut Graph, frame: &Frame<'s, '_>, e: &Expr) -> Result<Val, Diagnostic> {
+    pub(crate) fn eval(&mut self, g: &mut Graph, frame: &Frame<'s>, e: &Expr) -> Result<Val, Diagnostic> {
         match &e.kind {
             ExprKind::Int(n) => Ok(Val::Int(*n)),
             ExprKind::Float(x) => Ok(Val::Float(*x)),
@@ -230,7 +230,7 @@ impl<'s> Lowerer<'s> {
     fn unary(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         op: UnaryOp,
         v: Val,
         span: &std::ops::Range<usize>,
@@ -254,7 +254,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn emit(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         op: Op,
         operands: &[Value],
         origin: Option<Origin>,
@@ -273,7 +273,7 @@ impl<'s> Lowerer<'s> {
     fn call(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         callee: &str,
         callee_span: &std::ops::Range<usize>,
         args: &[Expr],
@@ -317,7 +317,7 @@ impl<'s> Lowerer<'s> {
     fn call_function(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         decl: &'s FunctionDecl,
         file: &'s Arc<SourceFile>,
         args: &[Expr],

@@ -30,8 +30,7 @@ pub(crate) struct Access<'s> {
     pub t: bool,
 }
 
-pub(crate) struct Frame<'s, 'p> {
-    _outer: std::marker::PhantomData<&'p ()>,
+pub(crate) struct Frame<'s> {
     pub file: &'s Arc<SourceFile>,
     /// Bindings in file order, and by name.
     pub bindings: indexed::Bindings<'s>,
@@ -67,15 +66,9 @@ pub(crate) mod indexed {
     }
 }
 
-impl<'s, 'p> Frame<'s, 'p> {
-    fn new(
-        file: &'s Arc<SourceFile>,
-        bindings: &'s [Binding],
-        access: Access<'s>,
-        what: &'static str,
-    ) -> Frame<'s, 'p> {
+impl<'s> Frame<'s> {
+    fn new(file: &'s Arc<SourceFile>, bindings: &'s [Binding], access: Access<'s>, what: &'static str) -> Frame<'s> {
         Frame {
-            _outer: std::marker::PhantomData,
             file,
             bindings: indexed::Bindings::new(bindings),
             memo: RefCell::default(),
@@ -88,7 +81,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         }
     }
 
-    pub fn graph(file: &'s Arc<SourceFile>, bindings: &'s [Binding]) -> Frame<'s, 'p> {
+    pub fn graph(file: &'s Arc<SourceFile>, bindings: &'s [Binding]) -> Frame<'s> {
         Frame::new(
             file,
             bindings,
@@ -103,7 +96,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         weights: &'s [WeightDecl],
         name: &str,
         layer: usize,
-    ) -> Frame<'s, 'p> {
+    ) -> Frame<'s> {
         let mut f = Frame::new(
             file,
             bindings,
@@ -115,7 +108,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         f
     }
 
-    pub fn step(file: &'s Arc<SourceFile>, bindings: &'s [Binding], name: &str) -> Frame<'s, 'p> {
+    pub fn step(file: &'s Arc<SourceFile>, bindings: &'s [Binding], name: &str) -> Frame<'s> {
         let mut f = Frame::new(
             file,
             bindings,
@@ -126,12 +119,7 @@ impl<'s, 'p> Frame<'s, 'p> {
         f
     }
 
-    pub fn function(
-        file: &'s Arc<SourceFile>,
-        bindings: &'s [Binding],
-        caller: &Frame<'s, '_>,
-        name: &str,
-    ) -> Frame<'s, 'p> {
+    pub fn function(file: &'s Arc<SourceFile>, bindings: &'s [Binding], caller: &Frame<'s>, name: &str) -> Frame<'s> {
         let access = Access { params: false, global_weights: false, block_weights: None, t: caller.access.t };
         let mut f = Frame::new(file, bindings, access, "this function");
         f.context = Some(name.into());
@@ -140,12 +128,12 @@ impl<'s, 'p> Frame<'s, 'p> {
 
     /// The frame global weight declarations are evaluated in: hyperparameters and global
     /// weights (so a tied head can say `else = "emb"`).
-    pub fn weights(file: &'s Arc<SourceFile>) -> Frame<'s, 'p> {
+    pub fn weights(file: &'s Arc<SourceFile>) -> Frame<'s> {
         Frame::new(file, &[], Access { params: true, global_weights: true, block_weights: None, t: false }, "[weights]")
     }
 
     /// A frame that sees only hyperparameters (for defaults, shapes and conditions).
-    pub fn params(file: &'s Arc<SourceFile>) -> Frame<'s, 'p> {
+    pub fn params(file: &'s Arc<SourceFile>) -> Frame<'s> {
         Frame::new(file, &[], Access { params: true, global_weights: false, block_weights: None, t: false }, "[params]")
     }
 }
@@ -295,7 +283,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn lookup(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         name: &str,
         used_at: &Location,
     ) -> Result<Val, Diagnostic> {
@@ -342,7 +330,7 @@ impl<'s> Lowerer<'s> {
     fn binding(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         b: &'s Binding,
         used_at: &Location,
     ) -> Result<Val, Diagnostic> {
@@ -362,7 +350,7 @@ impl<'s> Lowerer<'s> {
         Ok(v)
     }
 
-    fn unknown_name(&self, frame: &Frame<'s, '_>, name: &str, used_at: &Location) -> Diagnostic {
+    fn unknown_name(&self, frame: &Frame<'s>, name: &str, used_at: &Location) -> Diagnostic {
         let mut visible: Vec<String> = Vec::new();
         visible.extend(frame.vars.keys().cloned());
         visible.extend(frame.bindings.values().map(|b| b.name.name.clone()));

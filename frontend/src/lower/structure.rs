@@ -16,7 +16,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn weight(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         w: &'s WeightDecl,
         used_at: &Location,
     ) -> Result<Val, Diagnostic> {
@@ -103,7 +103,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn call_block(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         block: &'s BlockDecl,
         args: &[Expr],
         kwargs: &[(String, Range<usize>, Expr)],
@@ -225,7 +225,7 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn scan(
         &mut self,
         g: &mut Graph,
-        frame: &Frame<'s, '_>,
+        frame: &Frame<'s>,
         args: &[Expr],
         kwargs: &[(String, Range<usize>, Expr)],
         span: &Range<usize>,
@@ -376,7 +376,7 @@ impl<'s> Lowerer<'s> {
     fn scan_body(
         &mut self,
         body: &mut Graph,
-        inner: &Frame<'s, '_>,
+        inner: &Frame<'s>,
         step: &'s crate::spec::StepDecl,
     ) -> Result<(), Diagnostic> {
         let file = &self.spec.file;
