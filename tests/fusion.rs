@@ -92,21 +92,28 @@ fn fused_graphs_equal_unfused_bit_for_bit() {
 #[test]
 fn scan_steps_become_single_kernels() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (spec, fixture_name, kernels) in [("rwkv4", "rwkv4-tied", 1), ("mamba", "mamba-tied", 1), ("mamba2", "mamba2-g2", 2)] {
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap()).unwrap();
+    for (spec, fixture_name, kernels) in
+        [("rwkv4", "rwkv4-tied", 1), ("mamba", "mamba-tied", 1), ("mamba2", "mamba2-g2", 2)]
+    {
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap()).unwrap();
         let graph = compile(&root.join(format!("models/{spec}.toml")), &config, &[]);
         for n in graph.node_ids() {
             let kiln_ir::Op::Scan(scan) = &graph.node(n).op else { continue };
             let body = &scan.body;
             let fused = body.node_ids().filter(|&b| matches!(body.node(b).op, kiln_ir::Op::Fused(_))).count();
-            let compute = body.node_ids().filter(|&b| body.node(b).op.is_elementwise() || matches!(body.node(b).op, kiln_ir::Op::Reduce { .. })).count();
+            let compute = body
+                .node_ids()
+                .filter(|&b| body.node(b).op.is_elementwise() || matches!(body.node(b).op, kiln_ir::Op::Reduce { .. }))
+                .count();
             assert_eq!((fused, compute), (kernels, 0), "{spec}: the step is not fused as expected:\n{body}");
         }
     }
     // Layer norm (RWKV) and RMS norm (Mamba) each become part of one kernel with no primitive
     // reductions left at the top level.
     for (spec, fixture_name) in [("rwkv4", "rwkv4-tied"), ("mamba", "mamba-tied")] {
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(fixture_name).join("config.json")).unwrap()).unwrap();
         let graph = compile(&root.join(format!("models/{spec}.toml")), &config, &[]);
         let elementwise = graph.node_ids().filter(|&n| graph.node(n).op.is_elementwise()).count();
         assert_eq!(elementwise, 0, "{spec}: elementwise primitives left after fusion:\n{graph}");

@@ -234,14 +234,14 @@ impl<'s> Lowerer<'s> {
         if let Some(r) = fold_binary(op, &a, &b) {
             return r.map_err(|m| Diagnostic::at(&self.loc(frame, span), m));
         }
-        // Identities (x·1, x/1, x±0) only where the other operand is a tensor.
+        // Exact identities (x·1, x/1, x − 0) only where the other operand is a tensor.
         let is = |v: &Val, x: f64| v.as_f64() == Some(x);
         let (ta, tb) = (matches!(a, Val::Tensor(_)), matches!(b, Val::Tensor(_)));
         let ir = match op {
             BinOp::Mul | BinOp::Div if ta && is(&b, 1.0) => return Ok(a),
             BinOp::Mul if tb && is(&a, 1.0) => return Ok(b),
-            BinOp::Add | BinOp::Sub if ta && is(&b, 0.0) => return Ok(a),
-            BinOp::Add if tb && is(&a, 0.0) => return Ok(b),
+            // `x − 0` is exact; `x + 0` is not (it turns −0.0 into +0.0).
+            BinOp::Sub if ta && b.as_f64().is_some_and(|z| z == 0.0 && z.is_sign_positive()) => return Ok(a),
             BinOp::Add => Op::Binary(BinaryOp::Add),
             BinOp::Sub => Op::Binary(BinaryOp::Sub),
             BinOp::Mul => Op::Binary(BinaryOp::Mul),
