@@ -31,7 +31,9 @@ pub struct PipelineOptions {
     pub disabled: Vec<String>,
     /// Run the verifier after every pass (tests do).
     pub verify_each: bool,
-    /// Capture the graph's text dump before or after the named pass.
+    /// Capture the graph's text dump before or after the named pass. A pass that runs more than
+    /// once (`dead-code`) is dumped before its first run and after its last; a disabled pass
+    /// still has a before and an after (the same graph).
     pub dump: Option<(String, DumpPoint)>,
 }
 
@@ -48,7 +50,17 @@ pub struct PassReport {
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub passes: Vec<PassReport>,
+    /// The text dump [`PipelineOptions::dump`] asked for.
     pub dump: Option<String>,
+    /// The graph that dump shows (to render it another way, such as Graphviz).
+    pub dump_graph: Option<Graph>,
+}
+
+impl RunReport {
+    fn capture(&mut self, graph: &Graph) {
+        self.dump = Some(graph.to_string());
+        self.dump_graph = Some(graph.clone());
+    }
 }
 
 /// An ordered list of passes.
@@ -69,7 +81,12 @@ impl Pipeline {
     /// Checks that every disabled or dumped name is a pass of this pipeline and that no required
     /// pass is disabled.
     fn check(&self, options: &PipelineOptions) -> Result<(), PassError> {
-        let names: Vec<&str> = self.passes.iter().map(|p| p.name).collect();
+        let mut names: Vec<&str> = Vec::new();
+        for p in &self.passes {
+            if !names.contains(&p.name) {
+                names.push(p.name);
+            }
+        }
         let unknown = |name: &str| PassError::UnknownPass {
             name: name.to_string(),
             known: names.iter().map(|s| s.to_string()).collect(),
@@ -92,23 +109,77 @@ impl Pipeline {
         for pass in &self.passes {
             let wants_dump = |point| options.dump.as_ref().is_some_and(|(n, p)| n == pass.name && *p == point);
             if wants_dump(DumpPoint::Before) && report.dump.is_none() {
-                report.dump = Some(graph.to_string());
+                report.capture(graph);
             }
             if options.disabled.iter().any(|d| d == pass.name) {
                 report.passes.push(PassReport { name: pass.name, changes: 0, time: Duration::ZERO, skipped: true });
-                continue;
+            } else {
+                let start = Instant::now();
+                let changes = (pass.run)(graph)?;
+                let time = start.elapsed();
+                if options.verify_each {
+                    kiln_ir::verify(graph).map_err(|errors| PassError::Verify { pass: pass.name, errors })?;
+                }
+                report.passes.push(PassReport { name: pass.name, changes, time, skipped: false });
             }
-            let start = Instant::now();
-            let changes = (pass.run)(graph)?;
-            let time = start.elapsed();
-            if options.verify_each {
-                kiln_ir::verify(graph).map_err(|errors| PassError::Verify { pass: pass.name, errors })?;
-            }
-            report.passes.push(PassReport { name: pass.name, changes, time, skipped: false });
             if wants_dump(DumpPoint::After) {
-                report.dump = Some(graph.to_string());
+                report.capture(graph);
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        let count = Pass { name: "count", description: "", required: false, run: |g| Ok(g.node_count()) };
+        let rename = Pass {
+            name: "rename",
+            description: "",
+            required: true,
+            run: |g| {
+                g.name.push('\'');
+                Ok(1)
+            },
+        };
+        Pipeline::new(vec![count, rename, count])
+    }
+
+    fn options(disabled: &[&str], dump: Option<(&str, DumpPoint)>) -> PipelineOptions {
+        PipelineOptions {
+            disabled: disabled.iter().map(|s| s.to_string()).collect(),
+            verify_each: true,
+            dump: dump.map(|(n, p)| (n.to_string(), p)),
+        }
+    }
+
+    #[test]
+    fn dumps_around_passes_even_disabled_ones() {
+        let run = |disabled: &[&str], dump| {
+            let mut g = Graph::new("g");
+            pipeline().run(&mut g, &options(disabled, Some(dump))).unwrap()
+        };
+        assert_eq!(run(&[], ("rename", DumpPoint::Before)).dump.unwrap(), "graph g {\n  return \n}\n");
+        let after = run(&[], ("rename", DumpPoint::After));
+        assert_eq!(after.dump.unwrap(), "graph g' {\n  return \n}\n");
+        assert_eq!(after.dump_graph.unwrap().name, "g'");
+        // `count` runs twice and is disabled: the dump still comes, after its last run.
+        let report = run(&["count"], ("count", DumpPoint::After));
+        assert_eq!(report.dump_graph.unwrap().name, "g'");
+        assert_eq!(report.passes.iter().filter(|p| p.skipped).count(), 2);
+    }
+
+    #[test]
+    fn rejects_unknown_and_required_names() {
+        let mut g = Graph::new("g");
+        let unknown = pipeline().run(&mut g, &options(&["cout"], None)).unwrap_err().to_string();
+        assert_eq!(unknown, "no pass is named `cout` (the passes are: count, rename)");
+        let required = pipeline().run(&mut g, &options(&["rename"], None)).unwrap_err().to_string();
+        assert_eq!(required, "pass `rename` is required and cannot be disabled");
+        let dump = pipeline().run(&mut g, &options(&[], Some(("nope", DumpPoint::After)))).unwrap_err();
+        assert!(matches!(dump, PassError::UnknownPass { .. }));
     }
 }
