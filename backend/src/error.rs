@@ -89,6 +89,11 @@ pub enum ExecError {
 
     #[error("{at}: {kind}")]
     Node { at: Box<Location>, kind: NodeErrorKind },
+
+    /// The graph's memory plan does not fit it (a pass bug: plans are made for their graph and
+    /// dropped when it changes).
+    #[error(transparent)]
+    Plan(#[from] kiln_ir::PlanError),
 }
 
 /// What went wrong at one node.

@@ -6,7 +6,8 @@
 //!
 //! Guarantees: every constructor checks that the buffer holds exactly the number of elements the
 //! shape describes, so a `Tensor` never disagrees with its shape; nothing here panics on bad input.
-//! The crate-internal helpers (strides, axis splitting, strided copies) check their own bounds.
+//! The crate-internal helpers (strides, axis splitting, strided copies) check their own bounds;
+//! `OutSlice` is where kernels write a result (the arena of a planned call, or an allocation).
 
 use crate::error::ExecError;
 use kiln_ir::DType;
@@ -101,6 +102,73 @@ impl<'a> TensorData<'a> {
             (TensorData::I64(d), TensorData::I64(s)) => put(d, offset, s),
             (TensorData::Bool(d), TensorData::Bool(s)) => put(d, offset, s),
             _ => false,
+        }
+    }
+}
+
+/// A mutable, contiguous slice of elements of one dtype: where a kernel writes a result (a
+/// region of the arena, or a fresh allocation).
+#[derive(Debug)]
+pub(crate) enum OutSlice<'a> {
+    F32(&'a mut [f32]),
+    I64(&'a mut [i64]),
+    Bool(&'a mut [bool]),
+}
+
+impl OutSlice<'_> {
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            OutSlice::F32(_) => DType::F32,
+            OutSlice::I64(_) => DType::I64,
+            OutSlice::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            OutSlice::F32(d) => d.len(),
+            OutSlice::I64(d) => d.len(),
+            OutSlice::Bool(d) => d.len(),
+        }
+    }
+
+    /// The elements, shared.
+    pub(crate) fn as_data(&self) -> TensorData<'_> {
+        match self {
+            OutSlice::F32(d) => TensorData::F32(Cow::Borrowed(d)),
+            OutSlice::I64(d) => TensorData::I64(Cow::Borrowed(d)),
+            OutSlice::Bool(d) => TensorData::Bool(Cow::Borrowed(d)),
+        }
+    }
+
+    /// Copies all of `src` to element `offset` on; `false` (nothing written) when the dtypes
+    /// differ or `src` does not fit.
+    pub(crate) fn write_at(&mut self, offset: usize, src: &TensorData<'_>) -> bool {
+        fn put<T: Copy>(dst: &mut [T], offset: usize, src: &[T]) -> bool {
+            match offset.checked_add(src.len()).and_then(|end| dst.get_mut(offset..end)) {
+                Some(d) => {
+                    d.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        }
+        match (self, src) {
+            (OutSlice::F32(d), TensorData::F32(s)) => put(d, offset, s),
+            (OutSlice::I64(d), TensorData::I64(s)) => put(d, offset, s),
+            (OutSlice::Bool(d), TensorData::Bool(s)) => put(d, offset, s),
+            _ => false,
+        }
+    }
+}
+
+impl TensorData<'_> {
+    /// The elements as a mutable slice (copies first if borrowed).
+    pub(crate) fn out_slice(&mut self) -> OutSlice<'_> {
+        match self {
+            TensorData::F32(d) => OutSlice::F32(d.to_mut()),
+            TensorData::I64(d) => OutSlice::I64(d.to_mut()),
+            TensorData::Bool(d) => OutSlice::Bool(d.to_mut()),
         }
     }
 }
@@ -283,44 +351,70 @@ pub(crate) fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) 
 /// Copies the elements of a strided view of `src` into a new contiguous buffer: output element
 /// `idx` (a multi-index over `shape`) is `src[offset + Σ idx[i] * strides[i]]`. Strides may be
 /// zero (broadcast). Returns `None` if the view would read outside `src`.
-pub(crate) fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], strides: &[usize]) -> Option<Vec<T>> {
+#[cfg(test)]
+pub(crate) fn strided_copy<T: Copy + Default>(
+    src: &[T],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+) -> Option<Vec<T>> {
+    let mut out = vec![T::default(); view_len(src.len(), offset, shape, strides)?];
+    strided_copy_into(src, offset, shape, strides, &mut out).then_some(out)
+}
+
+/// The element count of a strided view of a buffer of `len` elements, or `None` if the view
+/// would read outside it (or the count overflows).
+pub(crate) fn view_len(len: usize, offset: usize, shape: &[usize], strides: &[usize]) -> Option<usize> {
     if shape.len() != strides.len() {
         return None;
     }
     let n = numel(shape)?;
     if n == 0 {
-        return Some(Vec::new());
+        return Some(0);
     }
     // The furthest element the view reaches must exist; then every index below is in bounds.
     let mut last = offset;
     for (&d, &s) in shape.iter().zip(strides) {
         last = last.checked_add((d - 1).checked_mul(s)?)?;
     }
-    if last >= src.len() {
-        return None;
+    (last < len).then_some(n)
+}
+
+/// Copies a strided view of `src` (see `strided_copy`) into `out`, which must hold exactly the
+/// view's elements; `false` (nothing written) if it does not or the view reads outside `src`.
+pub(crate) fn strided_copy_into<T: Copy>(
+    src: &[T],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+    out: &mut [T],
+) -> bool {
+    match view_len(src.len(), offset, shape, strides) {
+        Some(n) if n == out.len() => {}
+        _ => return false,
+    }
+    if out.is_empty() {
+        return true;
     }
     let rank = shape.len();
     if rank == 0 {
-        return Some(vec![src[offset]]);
+        out[0] = src[offset];
+        return true;
     }
     let (inner_len, inner_stride) = (shape[rank - 1], strides[rank - 1]);
     let outer_shape = &shape[..rank - 1];
     let outer_strides = &strides[..rank - 1];
-    let mut out = Vec::with_capacity(n);
     let mut idx: Dims = SmallVec::from_elem(0, rank - 1);
     let mut base = offset;
-    loop {
+    for row in out.chunks_exact_mut(inner_len) {
         match inner_stride {
-            1 => out.extend_from_slice(&src[base..base + inner_len]),
-            0 => out.extend(std::iter::repeat_n(src[base], inner_len)),
-            s => out.extend((0..inner_len).map(|j| src[base + j * s])),
+            1 => row.copy_from_slice(&src[base..base + inner_len]),
+            0 => row.fill(src[base]),
+            s => row.iter_mut().enumerate().for_each(|(j, o)| *o = src[base + j * s]),
         }
         // Advance the odometer over the outer dimensions.
         let mut axis = rank - 1;
-        loop {
-            if axis == 0 {
-                return Some(out);
-            }
+        while axis > 0 {
             axis -= 1;
             idx[axis] += 1;
             base += outer_strides[axis];
@@ -331,15 +425,28 @@ pub(crate) fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], s
             idx[axis] = 0;
         }
     }
+    true
 }
 
 /// Elements of one dtype, for code that is written once for every dtype.
 pub(crate) trait Element: Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+    /// `0`, or `false`.
+    const ZERO: Self;
     fn slice<'t>(data: &'t TensorData<'_>) -> Option<&'t [Self]>;
     fn wrap(v: Vec<Self>) -> TensorData<'static>;
+    fn out(out: OutSlice<'_>) -> Option<&mut [Self]>;
 }
 
 impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    const ZERO: f32 = 0.0;
+    fn out(out: OutSlice<'_>) -> Option<&mut [f32]> {
+        match out {
+            OutSlice::F32(d) => Some(d),
+            _ => None,
+        }
+    }
     fn slice<'t>(data: &'t TensorData<'_>) -> Option<&'t [f32]> {
         match data {
             TensorData::F32(d) => Some(d),
@@ -352,6 +459,14 @@ impl Element for f32 {
 }
 
 impl Element for i64 {
+    const DTYPE: DType = DType::I64;
+    const ZERO: i64 = 0;
+    fn out(out: OutSlice<'_>) -> Option<&mut [i64]> {
+        match out {
+            OutSlice::I64(d) => Some(d),
+            _ => None,
+        }
+    }
     fn slice<'t>(data: &'t TensorData<'_>) -> Option<&'t [i64]> {
         match data {
             TensorData::I64(d) => Some(d),
@@ -364,6 +479,14 @@ impl Element for i64 {
 }
 
 impl Element for bool {
+    const DTYPE: DType = DType::Bool;
+    const ZERO: bool = false;
+    fn out(out: OutSlice<'_>) -> Option<&mut [bool]> {
+        match out {
+            OutSlice::Bool(d) => Some(d),
+            _ => None,
+        }
+    }
     fn slice<'t>(data: &'t TensorData<'_>) -> Option<&'t [bool]> {
         match data {
             TensorData::Bool(d) => Some(d),

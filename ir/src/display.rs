@@ -12,6 +12,15 @@
 //!   state att_x.0 = %12
 //! }
 //! ```
+//!
+//! When the graph carries a memory plan ([`crate::plan`]) the nodes are printed in the plan's
+//! execution order, a `; memory plan: ...` summary line closes the body, and every node line
+//! ends with its step in that order and where its results live, after the `; origin` comment
+//! (the origin is always first, the plan always last):
+//! `; 14: buf 7 @ 2048+512·T, 3072·T B, live 14..19`, with `inplace over operand 0` for an
+//! in-place write, `view of buf 7` for a reshape, `out` for a top-level output and
+//! `scratch buf ...` for the body arena of a scan or the product of a `matmul.fused` (parts
+//! separated by ` | `). Scan bodies print their own plans the same way.
 
 use crate::graph::{Graph, NodeId, OutputRole};
 use crate::op::{Attributes, Op};
@@ -30,23 +39,25 @@ impl fmt::Display for Graph {
 
 fn write_body(g: &Graph, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
     let indent = "  ".repeat(depth);
-    let order = match g.topo_order() {
-        Ok(order) => order,
-        Err(_) => {
+    let plan = g.plan().filter(|p| p.order.len() == g.node_count() && p.order.iter().all(|&id| g.contains(id)));
+    let order = match (plan, g.topo_order()) {
+        (Some(plan), _) => plan.order.clone(),
+        (None, Ok(order)) => order,
+        (None, Err(_)) => {
             // A cyclic graph still prints (the verifier explains it), in id order.
             g.node_ids().collect()
         }
     };
-    for id in order {
-        let line = node_line(g, id);
+    for (pos, id) in order.into_iter().enumerate() {
+        let mut line = node_line(g, id);
         let node = g.node(id);
-        match &node.origin {
-            Some(o) => {
-                let pad = COMMENT_COLUMN.saturating_sub(indent.len() + line.chars().count()).max(2);
-                writeln!(f, "{indent}{line}{:pad$}; {o}", "")?;
-            }
-            None => writeln!(f, "{indent}{line}")?,
+        let mut comments: Vec<String> = node.origin.iter().map(ToString::to_string).collect();
+        comments.extend(plan.map(|p| p.annotation(g, id, pos)));
+        if !comments.is_empty() {
+            let pad = COMMENT_COLUMN.saturating_sub(indent.len() + line.chars().count()).max(2);
+            let _ = write!(line, "{:pad$}; {}", "", comments.join("  ; "));
         }
+        writeln!(f, "{indent}{line}")?;
         match &node.op {
             Op::Scan(scan) => {
                 writeln!(f, "{indent}  body {{")?;
@@ -68,6 +79,9 @@ fn write_body(g: &Graph, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Resul
     writeln!(f, "{indent}return {}", results.join(", "))?;
     for o in g.outputs().iter().filter(|o| o.role == OutputRole::State) {
         writeln!(f, "{indent}state {} = {}", o.name, o.value)?;
+    }
+    if let Some(plan) = plan {
+        writeln!(f, "{indent}; {}", plan.summary())?;
     }
     Ok(())
 }

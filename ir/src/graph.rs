@@ -6,10 +6,13 @@
 //! Every node records its result types and the spec location it came from.
 //!
 //! Guarantee: a node added through [`Graph::add`] has operand types that satisfy its op's type
-//! rule ([`crate::infer`]); the verifier re-checks this after any transformation.
+//! rule ([`crate::infer`]); the verifier re-checks this after any transformation. A graph may
+//! carry a [`MemoryPlan`]; every method that can change the graph (adding or removing nodes and
+//! outputs, `node_mut`, `rewrite`, `replace_all_uses`) drops it, so a plan always describes its graph.
 
 use crate::infer::{infer, TypeError};
 use crate::op::{Op, Param};
+use crate::plan::MemoryPlan;
 use crate::types::Type;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -110,6 +113,7 @@ pub struct Graph {
     graph: StableDiGraph<Node, Use>,
     inputs: Vec<NodeId>,
     outputs: Vec<Output>,
+    plan: Option<Box<MemoryPlan>>,
 }
 
 impl PartialEq for Graph {
@@ -125,6 +129,7 @@ impl Graph {
 
     /// Adds an input of a declared type.
     pub fn add_input(&mut self, param: Param, ty: Type, origin: Option<Origin>) -> Value {
+        self.plan = None;
         let id = self.graph.add_node(Node { op: Op::Input(param), results: [ty].into_iter().collect(), origin });
         self.inputs.push(id);
         id.into()
@@ -132,6 +137,7 @@ impl Graph {
 
     /// Adds a scalar constant.
     pub fn constant(&mut self, value: f32, origin: Option<Origin>) -> Value {
+        self.plan = None;
         let ty = Type::f32(crate::types::Shape::scalar());
         self.graph.add_node(Node { op: Op::Constant(value), results: [ty].into_iter().collect(), origin }).into()
     }
@@ -153,6 +159,7 @@ impl Graph {
     /// Adds a node whose result types the caller vouches for (passes that rebuild nodes);
     /// the verifier catches a wrong claim.
     pub fn add_unchecked(&mut self, node: Node, operands: &[Value]) -> NodeId {
+        self.plan = None;
         let id = self.graph.add_node(node);
         for (slot, v) in operands.iter().enumerate() {
             self.graph.add_edge(v.node, id, Use { slot: slot as u16, result: v.result });
@@ -161,6 +168,7 @@ impl Graph {
     }
 
     pub fn add_output(&mut self, name: impl Into<String>, value: Value, role: OutputRole) {
+        self.plan = None;
         self.outputs.push(Output { name: name.into(), value, role });
     }
 
@@ -168,7 +176,9 @@ impl Graph {
         &self.graph[id]
     }
 
+    /// Mutable access to a node; drops the memory plan.
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.plan = None;
         &mut self.graph[id]
     }
 
@@ -231,12 +241,30 @@ impl Graph {
 
     /// Removes a node and its edges. The caller makes sure nothing still uses it.
     pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        self.plan = None;
         self.inputs.retain(|&i| i != id);
         self.graph.remove_node(id)
     }
 
+    /// Turns node `id` into `op` over `operands` in place, keeping its id, result types and
+    /// origin (passes that rewrite a node into an equivalent one, so dumps before and after
+    /// line up). The caller vouches that the result types still hold; the verifier catches a
+    /// wrong claim. The old operands lose this use and may become dead.
+    pub fn rewrite(&mut self, id: NodeId, op: Op, operands: &[Value]) {
+        self.plan = None;
+        let incoming: Vec<_> = self.graph.edges_directed(id, Direction::Incoming).map(|e| e.id()).collect();
+        for edge in incoming {
+            self.graph.remove_edge(edge);
+        }
+        self.graph[id].op = op;
+        for (slot, v) in operands.iter().enumerate() {
+            self.graph.add_edge(v.node, id, Use { slot: slot as u16, result: v.result });
+        }
+    }
+
     /// Redirects every use of `from` (and graph outputs naming it) to `to`.
     pub fn replace_all_uses(&mut self, from: Value, to: Value) {
+        self.plan = None;
         let uses: Vec<_> = self
             .graph
             .edges_directed(from.node, Direction::Outgoing)
@@ -282,6 +310,21 @@ impl Graph {
         } else {
             Err(self.graph.node_indices().filter(|id| pending[id.index()] > 0).collect())
         }
+    }
+
+    /// The memory plan, if the `memory-plan` pass made one and nothing changed the graph since.
+    pub fn plan(&self) -> Option<&MemoryPlan> {
+        self.plan.as_deref()
+    }
+
+    /// Attaches a memory plan (made for this graph as it is now).
+    pub fn set_plan(&mut self, plan: MemoryPlan) {
+        self.plan = Some(Box::new(plan));
+    }
+
+    /// Detaches the memory plan: the graph then runs unplanned.
+    pub fn take_plan(&mut self) -> Option<MemoryPlan> {
+        self.plan.take().map(|p| *p)
     }
 
     /// The underlying petgraph graph, for algorithms and Graphviz export.

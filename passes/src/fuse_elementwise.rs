@@ -314,6 +314,8 @@ fn build(graph: &Graph, group: &Group) -> Option<Built> {
     let mut body: Vec<Instr> = Vec::new();
     let mut inputs: Vec<(Value, Shape)> = Vec::new();
     let mut input_instr: BTreeMap<(Value, Level, Shape), u16> = BTreeMap::new();
+    // Constants by bit pattern: one instruction each.
+    let mut constants: BTreeMap<u32, u16> = BTreeMap::new();
     // Member → (instruction holding its value, the level it has in the graph).
     let mut value_of: BTreeMap<NodeId, (u16, Level)> = BTreeMap::new();
     let push = |body: &mut Vec<Instr>, i: Instr| -> Option<u16> {
@@ -339,7 +341,12 @@ fn build(graph: &Graph, group: &Group) -> Option<Built> {
                 read.0.push(Dim::Fixed(1));
             }
             if let Op::Constant(c) = graph.node(v.node).op {
-                return push(body, Instr::Const(c));
+                if let Some(&i) = constants.get(&c.to_bits()) {
+                    return Some(i);
+                }
+                let i = push(body, Instr::Const(c))?;
+                constants.insert(c.to_bits(), i);
+                return Some(i);
             }
             let key = (v, at, read.clone());
             if let Some(&i) = input_instr.get(&key) {

@@ -9,11 +9,12 @@
 //! `T`) before anything uses them, so a kernel bug or a graph that lies about its types is caught
 //! at the node responsible; outputs are returned in the order of `graph.outputs()`.
 
+use super::dest::{Dest, Emitted};
 use super::plan::{Plan, Step, StepKind};
 use super::{elementwise, kernel, matmul, reduce, resolve_shape, scan, shape_ops};
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
 use crate::tensor::Tensor;
-use kiln_ir::{Graph, Node, Op, Type, Value};
+use kiln_ir::{DType, Graph, Node, Op, Type, Value};
 use smallvec::SmallVec;
 
 type Results<'b> = SmallVec<[Tensor<'b>; 1]>;
@@ -74,7 +75,7 @@ pub(crate) fn run_plan<'b>(
                     }
                     op => {
                         let ops = operands(&table, step).map_err(fail)?;
-                        compute(op, &ops, t)
+                        compute(op, &ops, t, Dest::Alloc).and_then(Emitted::into_owned)
                     }
                 };
                 SmallVec::from_iter([result.map_err(fail)?])
@@ -107,25 +108,26 @@ pub(crate) fn run_plan<'b>(
     Ok(outputs)
 }
 
-/// Every op except inputs, scans and reshapes (which the evaluator handles itself).
-fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize) -> Result<Tensor<'static>, NodeErrorKind> {
+/// Every op except inputs, scans, reshapes and fused kernels (which the evaluators handle
+/// themselves), writing its result to `dest`.
+pub(crate) fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize, dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
     match op {
         Op::Constant(c) => {
             super::arity(op, ops, 0)?;
-            Ok(Tensor::scalar(*c))
+            dest.emit(Default::default(), |out: &mut [f32]| out.fill(*c))
         }
-        Op::Unary(u) => elementwise::unary(op, *u, ops),
-        Op::Binary(b) => elementwise::binary(op, *b, ops),
-        Op::Compare(c) => elementwise::compare(op, *c, ops),
-        Op::Select => elementwise::select(op, ops),
-        Op::Reduce { op: r, axis } => reduce::reduce(op, *r, *axis, ops),
-        Op::MatMul { transpose_rhs } => matmul::matmul(op, *transpose_rhs, ops),
-        Op::Broadcast(shape) => shape_ops::broadcast(op, shape, t, ops),
-        Op::Transpose(perm) => shape_ops::transpose(op, perm, ops),
-        Op::Slice { axis, start, end } => shape_ops::slice(op, *axis, *start, *end, t, ops),
-        Op::Concat { axis } => shape_ops::concat(op, *axis, ops),
-        Op::Unfold { axis, size } => shape_ops::unfold(op, *axis, *size, ops),
-        Op::Gather => shape_ops::gather(op, ops),
+        Op::Unary(u) => elementwise::unary(op, *u, ops, dest),
+        Op::Binary(b) => elementwise::binary(op, *b, ops, dest),
+        Op::Compare(c) => elementwise::compare(op, *c, ops, dest),
+        Op::Select => elementwise::select(op, ops, dest),
+        Op::Reduce { op: r, axis } => reduce::reduce(op, *r, *axis, ops, dest),
+        Op::MatMul { transpose_rhs } => matmul::matmul(op, *transpose_rhs, ops, dest),
+        Op::Broadcast(shape) => shape_ops::broadcast(op, shape, t, ops, dest),
+        Op::Transpose(perm) => shape_ops::transpose(op, perm, ops, dest),
+        Op::Slice { axis, start, end } => shape_ops::slice(op, *axis, *start, *end, t, ops, dest),
+        Op::Concat { axis } => shape_ops::concat(op, *axis, ops, dest),
+        Op::Unfold { axis, size } => shape_ops::unfold(op, *axis, *size, ops, dest),
+        Op::Gather => shape_ops::gather(op, ops, dest),
         Op::Reshape(_) | Op::Input(_) | Op::Scan(_) | Op::Fused(_) | Op::FusedMatMul { .. } => {
             Err(NodeErrorKind::Internal { what: format!("`{}` reached the generic kernel dispatch", op.mnemonic()) })
         }
@@ -165,7 +167,7 @@ fn take_or_clone<'b>(table: &mut Table<'b>, step: &Step) -> Result<Tensor<'b>, N
     value.ok_or_else(|| missing(*v))
 }
 
-fn unbound(node: &Node, slot: usize) -> NodeErrorKind {
+pub(crate) fn unbound(node: &Node, slot: usize) -> NodeErrorKind {
     let name = match &node.op {
         Op::Input(p) => p.name.clone(),
         _ => String::new(),
@@ -174,7 +176,7 @@ fn unbound(node: &Node, slot: usize) -> NodeErrorKind {
 }
 
 /// Checks a bound input against the type its node declares.
-fn check_argument(node: &Node, slot: usize, value: &Tensor<'_>, t: usize) -> Result<(), NodeErrorKind> {
+pub(crate) fn check_argument(node: &Node, slot: usize, value: &Tensor<'_>, t: usize) -> Result<(), NodeErrorKind> {
     let declared = node.results.first();
     let matches = declared.is_some_and(|d| {
         d.dtype == value.dtype() && resolve_shape(&d.shape, t).is_ok_and(|s| s.as_slice() == value.shape())
@@ -195,16 +197,22 @@ fn check_argument(node: &Node, slot: usize, value: &Tensor<'_>, t: usize) -> Res
 
 /// Checks a node's results against the types the graph records for it.
 fn check_results(node: &Node, results: &[Tensor<'_>], t: usize) -> Result<(), NodeErrorKind> {
-    let agree = results.len() == node.results.len()
-        && results.iter().zip(&node.results).all(|(r, ty)| {
-            r.dtype() == ty.dtype && resolve_shape(&ty.shape, t).is_ok_and(|s| s.as_slice() == r.shape())
+    let found: Vec<(DType, &[usize])> = results.iter().map(|r| (r.dtype(), r.shape())).collect();
+    check_types(node, &found, t)
+}
+
+/// Checks the dtypes and concrete shapes a node produced against the types the graph records.
+pub(crate) fn check_types(node: &Node, found: &[(DType, &[usize])], t: usize) -> Result<(), NodeErrorKind> {
+    let agree = found.len() == node.results.len()
+        && found.iter().zip(&node.results).all(|(&(dtype, shape), ty)| {
+            dtype == ty.dtype && resolve_shape(&ty.shape, t).is_ok_and(|s| s.as_slice() == shape)
         });
     if agree {
         return Ok(());
     }
     let join = |items: Vec<String>| items.join(", ");
     Err(NodeErrorKind::ResultType {
-        found: join(results.iter().map(|r| r.tensor_type().to_string()).collect()),
+        found: join(found.iter().map(|(d, s)| format!("{d}{s:?}")).collect()),
         recorded: join(node.results.iter().map(Type::to_string).collect()),
         resolved: join(
             node.results

@@ -8,15 +8,16 @@
 //! split across threads when the kernel is large.
 //!
 //! The interpreter runs `matmul.fused` as the product followed by its epilogue; the JIT fuses
-//! them within a row.
+//! them within a row. [`run_into`] writes into slices the caller provides (the arena of a planned
+//! call); [`run`] allocates them.
 
+use super::dest::Dest;
 use super::{matmul, resolve_shape, PAR_MIN_ELEMENTS};
 use crate::error::NodeErrorKind;
-use crate::tensor::{numel, Dims, Tensor, TensorData};
+use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::{DType, Instr, Kernel, Level, Op};
 use rayon::prelude::*;
 use smallvec::SmallVec;
-use std::borrow::Cow;
 
 /// How an operand is read at its level: element strides for every kernel axis (0 where it is
 /// broadcast) — for a row-level read the last axis is ignored.
@@ -46,13 +47,56 @@ enum Out<F, B> {
     Bool(B),
 }
 
-/// Runs `kernel` on `ops` for a call of `t` tokens, returning its results.
+/// Runs `kernel` on `ops` for a call of `t` tokens, returning its results (allocated here).
 pub(crate) fn run(
     op: &Op,
     kernel: &Kernel,
     ops: &[&Tensor<'_>],
     t: usize,
 ) -> Result<SmallVec<[Tensor<'static>; 1]>, NodeErrorKind> {
+    let types = result_types(kernel, t)?;
+    let mut data: Vec<TensorData<'static>> = Vec::with_capacity(types.len());
+    for (dtype, shape) in &types {
+        let n = numel(shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
+        data.push(TensorData::zeros(*dtype, n));
+    }
+    run_into(op, kernel, ops, t, data.iter_mut().map(TensorData::out_slice).collect())?;
+    Ok(types.into_iter().zip(data).map(|((_, shape), d)| Tensor::from_parts(shape, d)).collect())
+}
+
+/// The dtype and concrete shape of each result of `kernel` for a call of `t` tokens.
+pub(crate) fn result_types(kernel: &Kernel, t: usize) -> Result<Vec<(DType, Dims)>, NodeErrorKind> {
+    let shape = resolve_shape(&kernel.shape, t)?;
+    let types = kernel.instr_types().map_err(|what| NodeErrorKind::Internal { what })?;
+    kernel
+        .outputs
+        .iter()
+        .map(|o| {
+            let dtype = types
+                .get(o.instr as usize)
+                .map(|t| t.dtype)
+                .ok_or_else(|| NodeErrorKind::Internal { what: format!("no instruction ${}", o.instr) })?;
+            let mut s: Dims = shape.clone();
+            if o.level == Level::Row {
+                if let Some(last) = s.last_mut() {
+                    *last = 1;
+                }
+            }
+            Ok((dtype, s))
+        })
+        .collect()
+}
+
+/// Runs `kernel` on `ops` for a call of `t` tokens, writing result `i` into `outs[i]`, which
+/// must hold exactly that result's elements (see [`result_types`]); the caller provides the
+/// memory (an arena region or an allocation).
+pub(crate) fn run_into(
+    op: &Op,
+    kernel: &Kernel,
+    ops: &[&Tensor<'_>],
+    t: usize,
+    mut outs: Vec<OutSlice<'_>>,
+) -> Result<(), NodeErrorKind> {
     let shape = resolve_shape(&kernel.shape, t)?;
     let cols = *shape.last().ok_or_else(|| NodeErrorKind::Internal { what: "a kernel of rank 0".into() })?;
     let row_shape: Dims = shape[..shape.len() - 1].iter().copied().collect();
@@ -74,15 +118,14 @@ pub(crate) fn run(
         readers.push(Reader { data, strides: broadcast_strides(&read, &shape) });
     }
     let widths: Vec<usize> = kernel.outputs.iter().map(|o| if o.level == Level::Vector { cols } else { 1 }).collect();
-    let mut outputs: Vec<Out<Vec<f32>, Vec<bool>>> = kernel
-        .outputs
-        .iter()
-        .zip(&widths)
-        .map(|(o, w)| match types[o.instr as usize].dtype {
-            DType::Bool => Out::Bool(vec![false; rows * w]),
-            _ => Out::F32(vec![0.0; rows * w]),
-        })
-        .collect();
+    let fits = outs.len() == kernel.outputs.len()
+        && kernel.outputs.iter().zip(&outs).zip(&widths).all(|((o, out), w)| {
+            let dtype = types.get(o.instr as usize).map(|t| t.dtype);
+            Some(out.dtype()) == dtype && out.len() == rows * w
+        });
+    if !fits {
+        return Err(NodeErrorKind::Internal { what: "kernel outputs do not match its results".into() });
+    }
     let run_rows = |first: usize, outs: &mut [Out<&mut [f32], &mut [bool]>]| {
         let mut slots: Vec<Slot> = types
             .iter()
@@ -121,10 +164,11 @@ pub(crate) fn run(
         rows.max(1)
     };
     let mut blocks: Vec<Vec<Out<&mut [f32], &mut [bool]>>> = (0..rows.div_ceil(per)).map(|_| Vec::new()).collect();
-    for (out, w) in outputs.iter_mut().zip(&widths) {
+    for (out, w) in outs.iter_mut().zip(&widths) {
         match out {
-            Out::F32(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::F32(c))),
-            Out::Bool(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::Bool(c))),
+            OutSlice::F32(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::F32(c))),
+            OutSlice::Bool(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::Bool(c))),
+            OutSlice::I64(_) => {}
         }
     }
     if blocks.len() > 1 {
@@ -132,24 +176,7 @@ pub(crate) fn run(
     } else if let Some(mut outs) = blocks.pop() {
         run_rows(0, &mut outs);
     }
-    Ok(kernel
-        .outputs
-        .iter()
-        .zip(outputs)
-        .map(|(o, out)| {
-            let mut s: Dims = shape.clone();
-            if o.level == Level::Row {
-                if let Some(last) = s.last_mut() {
-                    *last = 1;
-                }
-            }
-            let data = match out {
-                Out::F32(v) => TensorData::F32(Cow::Owned(v)),
-                Out::Bool(v) => TensorData::Bool(Cow::Owned(v)),
-            };
-            Tensor::from_parts(s, data)
-        })
-        .collect())
+    Ok(())
 }
 
 /// Runs a matrix product and its epilogue kernel over the product's rows.
@@ -163,7 +190,7 @@ pub(crate) fn run_matmul(
     if ops.len() < 2 {
         return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
     }
-    let product = matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2])?;
+    let product = matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()?;
     let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
     epilogue_ops.push(&product);
     epilogue_ops.extend(ops[2..].iter().copied());

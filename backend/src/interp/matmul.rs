@@ -9,19 +9,24 @@
 //! product is large) only distributes output rows and, for matrix-vector products, blocks of
 //! columns, so results do not depend on the number of threads.
 
+use super::dest::{Dest, Emitted};
 use super::{arity, f32_operand};
 use crate::error::NodeErrorKind;
-use crate::tensor::{numel, Dims, Tensor, TensorData};
+use crate::tensor::{numel, Dims, Tensor};
 use kiln_ir::Op;
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Products with at least this many multiply-adds run on rayon.
 const PAR_MIN_FLOPS: usize = 1 << 16;
 /// Roughly how many multiply-adds one parallel task should get.
 const TASK_FLOPS: usize = 1 << 14;
 
-pub(crate) fn matmul(op: &Op, transpose_rhs: bool, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn matmul(
+    op: &Op,
+    transpose_rhs: bool,
+    ops: &[&Tensor<'_>],
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 2)?;
     let (a, b) = (f32_operand(op, ops, 0)?, f32_operand(op, ops, 1)?);
     let (ls, rs) = (ops[0].shape(), ops[1].shape());
@@ -38,18 +43,19 @@ pub(crate) fn matmul(op: &Op, transpose_rhs: bool, ops: &[&Tensor<'_>]) -> Resul
     out_shape[last] = n;
     let out_len = numel(&out_shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: out_shape.to_vec() })?;
 
-    let mut out = vec![0.0f32; out_len];
-    // With an empty output there is nothing to do; with `k == 0` every output is an empty sum.
-    // Otherwise `a` is exactly `rows × k` and `b` exactly `k × n`, all sizes non-zero.
-    if out_len > 0 && k > 0 {
-        let parallel = out_len.saturating_mul(k) >= PAR_MIN_FLOPS;
-        if transpose_rhs {
-            matmul_nt(a, b, k, n, parallel, &mut out);
-        } else {
-            matmul_nn(a, b, k, n, parallel, &mut out);
+    // The products accumulate into zeros.
+    dest.emit_zeroed(out_shape, |out: &mut [f32]| {
+        // With an empty output there is nothing to do; with `k == 0` every output is an empty
+        // sum. Otherwise `a` is exactly `rows × k` and `b` exactly `k × n`, all sizes non-zero.
+        if out_len > 0 && k > 0 {
+            let parallel = out_len.saturating_mul(k) >= PAR_MIN_FLOPS;
+            if transpose_rhs {
+                matmul_nt(a, b, k, n, parallel, out);
+            } else {
+                matmul_nn(a, b, k, n, parallel, out);
+            }
         }
-    }
-    Ok(Tensor::from_parts(out_shape, TensorData::F32(Cow::Owned(out))))
+    })
 }
 
 /// `out[i, j] = dot(a[i, :], b[j, :])` with `b: [n, k]`.

@@ -7,18 +7,28 @@
 //! outputs, so results do not depend on the number of threads.
 //!
 //! Layout: [`plan`] (what is derived once per graph), [`eval`] (the walk over a plan and the
-//! dispatch to kernels), the kernels ([`elementwise`], [`reduce`], [`matmul`], [`shape_ops`]) and
-//! [`scan`] (recurrences, which run their body through [`eval`] again).
+//! dispatch to kernels), the kernels ([`elementwise`], [`reduce`], [`matmul`], [`shape_ops`],
+//! `kernel` for fused ones) writing to a [`dest`], and [`scan`] (recurrences, which run their body
+//! through [`eval`] again).
+//!
+//! Two evaluators share those kernels. Unplanned ([`eval`]): the deterministic topological order,
+//! every result its own allocation, freed after its last use. Planned ([`planned`], when the graph
+//! carries a [`kiln_ir::MemoryPlan`]): the plan's order, every intermediate in one [`arena`]
+//! allocation per call at the planned offsets, in-place writes and views as planned, each scan
+//! body in its scan's scratch region. Both give bit-identical results.
 //!
 //! Guarantee: kernels check their operands' dtypes and concrete shapes themselves and return
 //! [`NodeErrorKind`]s rather than panicking, so even a graph that never went through the verifier
 //! fails cleanly; the evaluator also checks every result against the type the graph records.
 
+pub(crate) mod arena;
+pub(crate) mod dest;
 pub(crate) mod elementwise;
 pub(crate) mod eval;
 mod kernel;
 pub(crate) mod matmul;
 pub(crate) mod plan;
+pub(crate) mod planned;
 pub(crate) mod reduce;
 pub(crate) mod scan;
 pub(crate) mod shape_ops;

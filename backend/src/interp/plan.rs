@@ -6,13 +6,20 @@
 //! step the values whose last use it is, so the evaluator can free intermediates as early as
 //! possible. Graph outputs are never freed.
 //!
+//! When the graph is run with its memory plan ([`kiln_ir::MemoryPlan`], already validated by the
+//! interpreter) the steps follow the memory plan's order instead, each step records where its
+//! results live and its scratch buffer, and the plan holds every buffer's offset and size; the
+//! free lists are then unused (the arena is the only storage). Scan bodies of a planned graph
+//! are planned too: a planned graph runs planned all the way down.
+//!
 //! Guarantees: building a plan rejects, with an error naming the node, everything structural
 //! that would otherwise make evaluation fail or panic: cycles, operands naming results that do
 //! not exist, outputs naming values that do not exist, input nodes that bind no slot or the same
 //! slot twice, and scan bodies whose argument count disagrees with the scan.
 
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
-use kiln_ir::{Graph, NodeId, Op, ParamRole, Value};
+use kiln_ir::plan::BufferId;
+use kiln_ir::{Count, Graph, NodeId, Op, ParamRole, Placement, Value};
 use petgraph::visit::NodeIndexable;
 use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
@@ -35,6 +42,8 @@ pub(crate) struct Plan {
     pub outputs: Vec<Value>,
     /// The number of values the graph binds (its inputs).
     pub slots: usize,
+    /// With a memory plan: every buffer's offset and size in bytes.
+    pub arena: Option<Vec<(Count, Count)>>,
 }
 
 #[derive(Debug)]
@@ -44,6 +53,9 @@ pub(crate) struct Step {
     /// Values to free once this step has run: their last use is here (or they are never used).
     pub free: SmallVec<[Value; 2]>,
     pub kind: StepKind,
+    /// With a memory plan: where each result lives, and the step's scratch buffer.
+    pub place: SmallVec<[Placement; 1]>,
+    pub scratch: Option<BufferId>,
 }
 
 #[derive(Debug)]
@@ -64,8 +76,21 @@ fn node_error(graph: &Graph, node: NodeId, kind: NodeErrorKind) -> ExecError {
 }
 
 impl Plan {
-    pub fn build(graph: &Graph, binding: Binding) -> Result<Plan, ExecError> {
-        let order = graph.topo_order().map_err(|nodes| ExecError::Cycle { scope: Scope::default(), nodes })?;
+    /// The plan of `graph`; `planned` follows its memory plan (which must exist, and its
+    /// bodies', and have been validated).
+    pub fn build(graph: &Graph, binding: Binding, planned: bool) -> Result<Plan, ExecError> {
+        let memory = match (planned, graph.plan()) {
+            (false, _) => None,
+            (true, Some(m)) => Some(m),
+            (true, None) => {
+                let what = "a scan body of a planned graph has no plan".to_string();
+                return Err(ExecError::Plan(kiln_ir::PlanError { scope: Vec::new(), what }));
+            }
+        };
+        let order = match memory {
+            Some(m) => m.order.clone(),
+            None => graph.topo_order().map_err(|nodes| ExecError::Cycle { scope: Scope::default(), nodes })?,
+        };
         let slots = input_slots(graph, binding)?;
         let exists = |v: Value| graph.contains(v.node) && (v.result as usize) < graph.node(v.node).results.len();
 
@@ -103,12 +128,22 @@ impl Plan {
                             },
                         ));
                     }
-                    let body = Plan::build(&scan.body, Binding::Arguments).map_err(|e| e.in_scan(id, None))?;
+                    let body = Plan::build(&scan.body, Binding::Arguments, planned).map_err(|e| e.in_scan(id, None))?;
                     StepKind::Scan(Box::new(body))
                 }
                 _ => StepKind::Compute,
             };
-            steps.push(Step { node: id, operands, free: SmallVec::new(), kind });
+            let (place, scratch) = match memory {
+                None => (SmallVec::new(), None),
+                Some(m) => {
+                    let results = graph.node(id).results.len();
+                    let place = (0..results)
+                        .map(|r| m.placement(Value::new(id, r as u16)).ok_or_else(|| missing_placement(graph, id, r)))
+                        .collect::<Result<_, _>>()?;
+                    (place, m.scratch.get(&id).copied())
+                }
+            };
+            steps.push(Step { node: id, operands, free: SmallVec::new(), kind, place, scratch });
         }
 
         let mut outputs = Vec::with_capacity(graph.outputs().len());
@@ -140,8 +175,13 @@ impl Plan {
             }
         }
 
-        Ok(Plan { steps, node_bound: graph.petgraph().node_bound(), outputs, slots: graph.inputs().len() })
+        let arena = memory.map(|m| m.buffers.iter().map(|b| (b.offset, b.size)).collect());
+        Ok(Plan { steps, node_bound: graph.petgraph().node_bound(), outputs, slots: graph.inputs().len(), arena })
     }
+}
+
+fn missing_placement(graph: &Graph, node: NodeId, result: usize) -> ExecError {
+    node_error(graph, node, NodeErrorKind::Internal { what: format!("the memory plan does not place result {result}") })
 }
 
 /// The slot each input node binds, checked to be in range and distinct.

@@ -10,15 +10,23 @@
 //! carries are the initial ones and the stacked outputs have a leading axis of 0, their other
 //! dimensions taken from the body's declared output types.
 //!
+//! A planned scan ([`run_planned`]) writes its results straight into the slices the outer plan
+//! gave them: the carries live in the carry results (initialized from the operands, read by each
+//! step as its arguments, overwritten with the body's new carries after the step), per-step
+//! outputs are copied into their rows of the stacked results, and the body runs in the scan's
+//! scratch region, laid out once per scan for this `T` and reused by every step.
+//!
 //! Guarantees: the body's plan is built once per scan node (by the plan of the outer graph), never
 //! per step; sequence slices and constants are passed to the body as borrowed views, not copies;
 //! any error inside the body names the scan node and the step, outermost scan first.
 
+use super::arena::Layout;
 use super::eval::run_plan;
 use super::plan::Plan;
+use super::planned;
 use super::resolve_shape;
 use crate::error::{ExecError, Location, NodeErrorKind};
-use crate::tensor::{numel, Dims, Tensor, TensorData};
+use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::Scan;
 use smallvec::SmallVec;
 
@@ -32,36 +40,12 @@ pub(crate) fn run(
 ) -> Result<SmallVec<[Tensor<'static>; 1]>, ExecError> {
     let fail = |kind| ExecError::Node { at: Box::new(at.clone()), kind };
     let scan_err = |what: String| fail(NodeErrorKind::Scan { what });
-    let (c, s) = (scan.carries, scan.sequences);
-    let n = c + s + scan.constants;
-    if ops.len() != n {
-        return Err(fail(NodeErrorKind::Arity { op: "scan".into(), expected: n.to_string(), found: ops.len() }));
-    }
-    if body_plan.slots != n {
-        return Err(scan_err(format!("the body takes {} arguments, the scan passes {n}", body_plan.slots)));
-    }
+    let c = scan.carries;
+    let (steps, per_step) = check(scan, body_plan, ops, at)?;
+    let n = ops.len();
     let n_out = body_plan.outputs.len();
-    if n_out < c {
-        return Err(scan_err(format!("the body returns {n_out} values, fewer than its {c} carries")));
-    }
-
-    // Sequences: the number of steps, and each one's per-step shape and element count.
     let (carries_in, rest) = ops.split_at(c);
-    let (sequences, constants) = rest.split_at(s);
-    let mut steps: Option<usize> = None;
-    let mut per_step: Vec<(Dims, usize)> = Vec::with_capacity(s);
-    for (i, seq) in sequences.iter().enumerate() {
-        let Some((&len, elem)) = seq.shape().split_first() else {
-            return Err(scan_err(format!("sequence operand {} is a scalar", c + i)));
-        };
-        if let Some(prev) = steps.filter(|&p| p != len) {
-            return Err(scan_err(format!("sequence operand {} has {len} steps, another has {prev}", c + i)));
-        }
-        steps = Some(len);
-        let elem_len = numel(elem).ok_or_else(|| fail(NodeErrorKind::TooLarge { shape: elem.to_vec() }))?;
-        per_step.push((elem.iter().copied().collect(), elem_len));
-    }
-    let steps = steps.ok_or_else(|| scan_err("a scan needs at least one sequence operand".into()))?;
+    let (sequences, constants) = rest.split_at(scan.sequences);
 
     let mut carries: Vec<Tensor<'_>> = carries_in.iter().map(|x| x.view()).collect();
     let mut stacks: Vec<Option<(Dims, TensorData<'static>)>> = vec![None; n_out - c];
@@ -121,4 +105,117 @@ pub(crate) fn run(
         results.push(Tensor::from_parts(shape, data));
     }
     Ok(results)
+}
+
+/// Checks the operands against the scan and its body; returns the number of steps and each
+/// sequence's per-step shape and element count.
+fn check(
+    scan: &Scan,
+    body_plan: &Plan,
+    ops: &[&Tensor<'_>],
+    at: &Location,
+) -> Result<(usize, Vec<(Dims, usize)>), ExecError> {
+    let fail = |kind| ExecError::Node { at: Box::new(at.clone()), kind };
+    let scan_err = |what: String| fail(NodeErrorKind::Scan { what });
+    let (c, s) = (scan.carries, scan.sequences);
+    let n = c + s + scan.constants;
+    if ops.len() != n {
+        return Err(fail(NodeErrorKind::Arity { op: "scan".into(), expected: n.to_string(), found: ops.len() }));
+    }
+    if body_plan.slots != n {
+        return Err(scan_err(format!("the body takes {} arguments, the scan passes {n}", body_plan.slots)));
+    }
+    let n_out = body_plan.outputs.len();
+    if n_out < c {
+        return Err(scan_err(format!("the body returns {n_out} values, fewer than its {c} carries")));
+    }
+    let mut steps: Option<usize> = None;
+    let mut per_step: Vec<(Dims, usize)> = Vec::with_capacity(s);
+    for (i, seq) in ops[c..c + s].iter().enumerate() {
+        let Some((&len, elem)) = seq.shape().split_first() else {
+            return Err(scan_err(format!("sequence operand {} is a scalar", c + i)));
+        };
+        if let Some(prev) = steps.filter(|&p| p != len) {
+            return Err(scan_err(format!("sequence operand {} has {len} steps, another has {prev}", c + i)));
+        }
+        steps = Some(len);
+        let elem_len = numel(elem).ok_or_else(|| fail(NodeErrorKind::TooLarge { shape: elem.to_vec() }))?;
+        per_step.push((elem.iter().copied().collect(), elem_len));
+    }
+    let steps = steps.ok_or_else(|| scan_err("a scan needs at least one sequence operand".into()))?;
+    Ok((steps, per_step))
+}
+
+/// Runs the planned scan node at `at`: `outs` are its results (the graph's types, resolved),
+/// `scratch` holds the body's arena.
+pub(crate) fn run_planned(
+    scan: &Scan,
+    body_plan: &Plan,
+    ops: &[&Tensor<'_>],
+    outs: &mut [OutSlice<'_>],
+    scratch: &mut [u8],
+    t: usize,
+    at: &Location,
+) -> Result<(), ExecError> {
+    let fail = |kind| ExecError::Node { at: Box::new(at.clone()), kind };
+    let scan_err = |what: String| fail(NodeErrorKind::Scan { what });
+    let c = scan.carries;
+    let (steps, per_step) = check(scan, body_plan, ops, at)?;
+    let n_out = body_plan.outputs.len();
+    if outs.len() != n_out {
+        return Err(scan_err(format!("the body returns {n_out} values, the scan has {} results", outs.len())));
+    }
+    let buffers = body_plan.arena.as_ref().ok_or_else(|| scan_err("the body has no memory plan".into()))?;
+    let layout = Layout::resolve(buffers, t).map_err(fail)?;
+    if layout.total > scratch.len() {
+        return Err(scan_err(format!(
+            "the body needs {} bytes, its scratch region has {}",
+            layout.total,
+            scratch.len()
+        )));
+    }
+    let (carries_in, rest) = ops.split_at(c);
+    let (sequences, constants) = rest.split_at(scan.sequences);
+    let carry_dims: Vec<Dims> = carries_in.iter().map(|x| x.shape().iter().copied().collect()).collect();
+    for (j, (out, x)) in outs.iter_mut().zip(carries_in).enumerate() {
+        if out.len() != x.len() || !out.write_at(0, x.data()) {
+            return Err(scan_err(format!(
+                "carry {j} is {} but the scan's result holds {} elements",
+                x.tensor_type(),
+                out.len()
+            )));
+        }
+    }
+    for i in 0..steps {
+        let step = if scan.reverse { steps - 1 - i } else { i };
+        let produced = {
+            let mut args: Vec<Option<Tensor<'_>>> = Vec::with_capacity(ops.len());
+            args.extend(
+                outs[..c].iter().zip(&carry_dims).map(|(o, d)| Some(Tensor::from_parts(d.clone(), o.as_data()))),
+            );
+            for (seq, (elem, elem_len)) in sequences.iter().zip(&per_step) {
+                let data = seq
+                    .data()
+                    .sub(step * elem_len, *elem_len)
+                    .ok_or_else(|| scan_err(format!("step {step} is outside a sequence operand")))?;
+                args.push(Some(Tensor::from_parts(elem.clone(), data)));
+            }
+            args.extend(constants.iter().map(|x| Some(x.view())));
+            planned::run_planned(&scan.body, body_plan, &layout, scratch, args, t)
+                .map_err(|e| e.in_scan(at.node, Some(step)))?
+        };
+        for (j, (p, out)) in produced.iter().zip(outs.iter_mut()).enumerate() {
+            let (dtype, shape, data) = p.data(scratch).map_err(fail)?;
+            let offset = if j < c { 0 } else { step * data.len() };
+            let fits = if j < c { out.len() == data.len() } else { out.len() == steps * data.len() };
+            if !fits || !out.write_at(offset, &data) {
+                return Err(scan_err(format!(
+                    "body output {j} is {dtype}{shape:?} at step {step}, which does not fit the scan's result ({} {} elements)",
+                    out.dtype(),
+                    out.len()
+                )));
+            }
+        }
+    }
+    Ok(())
 }

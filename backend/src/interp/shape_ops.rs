@@ -2,16 +2,17 @@
 //!
 //! These work for every dtype. Shapes given by the op (reshape and broadcast targets, slice
 //! bounds) may depend on `T` and are resolved for the call; all other shapes are the operands'
-//! concrete ones. Strided views ([`strided_copy`]) implement broadcast, transpose, slice and
+//! concrete ones. Strided views ([`strided_copy_into`]) implement broadcast, transpose, slice and
 //! unfold; concat and gather copy contiguous blocks.
 //!
 //! Guarantees: every shape requirement is checked before any element is touched, returning a
 //! [`NodeErrorKind`] on violation; a gather index outside `0..V` is an error naming the index and
 //! `V`, never a wrapped or clamped lookup.
 
+use super::dest::{Dest, Emitted};
 use super::{arity, check_axis, expect_dtype, resolve_dim, resolve_shape};
 use crate::error::NodeErrorKind;
-use crate::tensor::{for_dtype, numel, split_axis, strided_copy, strides, Dims, Element, Tensor, TensorData};
+use crate::tensor::{for_dtype, numel, split_axis, strided_copy_into, strides, view_len, Dims, Element, Tensor};
 use kiln_ir::{DType, Dim, Op, Shape};
 
 /// Same elements, new shape. Takes the operand by value so a dying operand's buffer is reused.
@@ -24,7 +25,13 @@ pub(crate) fn reshape<'b>(x: Tensor<'b>, to: &Shape, t: usize) -> Result<Tensor<
 }
 
 /// Numpy-style broadcast of the operand to `to` (resolved for `t`).
-pub(crate) fn broadcast(op: &Op, to: &Shape, t: usize, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn broadcast(
+    op: &Op,
+    to: &Shape,
+    t: usize,
+    ops: &[&Tensor<'_>],
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 1)?;
     let x = ops[0];
     let target = resolve_shape(to, t)?;
@@ -41,11 +48,16 @@ pub(crate) fn broadcast(op: &Op, to: &Shape, t: usize, ops: &[&Tensor<'_>]) -> R
             return Err(bad());
         }
     }
-    strided(x, 0, target, &view_strides)
+    strided(x, 0, target, &view_strides, dest)
 }
 
 /// Axis permutation: output axis `i` is input axis `perm[i]`.
-pub(crate) fn transpose(op: &Op, perm: &[usize], ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn transpose(
+    op: &Op,
+    perm: &[usize],
+    ops: &[&Tensor<'_>],
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 1)?;
     let x = ops[0];
     let rank = x.rank();
@@ -63,7 +75,7 @@ pub(crate) fn transpose(op: &Op, perm: &[usize], ops: &[&Tensor<'_>]) -> Result<
     let in_strides = strides(x.shape());
     let shape: Dims = perm.iter().map(|&p| x.shape()[p]).collect();
     let view_strides: Dims = perm.iter().map(|&p| in_strides[p]).collect();
-    strided(x, 0, shape, &view_strides)
+    strided(x, 0, shape, &view_strides, dest)
 }
 
 /// Elements `start..end` (resolved for `t`) along `axis`.
@@ -74,7 +86,8 @@ pub(crate) fn slice(
     end: Dim,
     t: usize,
     ops: &[&Tensor<'_>],
-) -> Result<Tensor<'static>, NodeErrorKind> {
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 1)?;
     let x = ops[0];
     check_axis(op, axis, x.rank())?;
@@ -88,11 +101,11 @@ pub(crate) fn slice(
     let mut shape: Dims = x.shape().iter().copied().collect();
     shape[axis] = end - start;
     let offset = start.saturating_mul(in_strides[axis]);
-    strided(x, offset, shape, &in_strides)
+    strided(x, offset, shape, &in_strides, dest)
 }
 
 /// Concatenation of all operands along `axis`.
-pub(crate) fn concat(op: &Op, axis: usize, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn concat(op: &Op, axis: usize, ops: &[&Tensor<'_>], dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
     let Some(first) = ops.first() else {
         return Err(NodeErrorKind::Arity { op: op.mnemonic(), expected: "at least 1".into(), found: 0 });
     };
@@ -114,32 +127,42 @@ pub(crate) fn concat(op: &Op, axis: usize, ops: &[&Tensor<'_>]) -> Result<Tensor
     }
     let len = numel(&shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
     let (outer, _, inner) = split_axis(&shape, axis);
-    let data = for_dtype!(first.dtype(), E => {
-        let mut out: Vec<E> = Vec::with_capacity(len);
+    for_dtype!(first.dtype(), E => {
+        // Non-empty output: `outer` and `inner` are exact and non-zero. Each operand is `outer`
+        // blocks of `len_i * inner` elements; interleave the blocks.
+        let mut parts = Vec::with_capacity(ops.len());
         if len > 0 {
-            // Non-empty output: `outer` and `inner` are exact and non-zero. Each operand is
-            // `outer` blocks of `len_i * inner` elements; interleave the blocks.
-            let mut parts = Vec::with_capacity(ops.len());
             for x in ops {
                 let block = x.shape()[axis] * inner;
                 if block > 0 {
                     parts.push(E::slice(x.data()).unwrap_or_default().chunks_exact(block));
                 }
             }
+        }
+        dest.emit(shape, |out: &mut [E]| {
+            let mut at = 0;
             for _ in 0..outer {
                 for part in &mut parts {
-                    out.extend_from_slice(part.next().unwrap_or_default());
+                    let block = part.next().unwrap_or_default();
+                    if let Some(dst) = out.get_mut(at..at + block.len()) {
+                        dst.copy_from_slice(block);
+                    }
+                    at += block.len();
                 }
             }
-        }
-        E::wrap(out)
-    });
-    finish(shape, data, len)
+        })
+    })
 }
 
 /// Sliding windows along `axis`: `[.., N, ..]` becomes `[.., N - size + 1, size, ..]`, window
 /// `w` holding elements `w .. w + size`.
-pub(crate) fn unfold(op: &Op, axis: usize, size: usize, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn unfold(
+    op: &Op,
+    axis: usize,
+    size: usize,
+    ops: &[&Tensor<'_>],
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 1)?;
     let x = ops[0];
     check_axis(op, axis, x.rank())?;
@@ -157,12 +180,12 @@ pub(crate) fn unfold(op: &Op, axis: usize, size: usize, ops: &[&Tensor<'_>]) -> 
     if numel(&shape).is_none() {
         return Err(NodeErrorKind::TooLarge { shape: shape.to_vec() });
     }
-    strided(x, 0, shape, &view_strides)
+    strided(x, 0, shape, &view_strides, dest)
 }
 
 /// `gather(table, indices)`: rows of `table: [V, ..]` picked by `indices: i64[..]`, giving
 /// `[indices.., ..]`.
-pub(crate) fn gather(op: &Op, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn gather(op: &Op, ops: &[&Tensor<'_>], dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 2)?;
     expect_dtype(op, ops, 1, DType::I64)?;
     let (table, indices) = (ops[0], ops[1]);
@@ -181,44 +204,42 @@ pub(crate) fn gather(op: &Op, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, No
         }
     }
     let row_len = numel(row_shape).unwrap_or(0);
-    let data = for_dtype!(table.dtype(), E => {
-        let mut out: Vec<E> = Vec::with_capacity(len);
-        if len > 0 {
-            // Non-empty output: `row_len > 0`, so the table is exactly `rows × row_len`.
-            let src = E::slice(table.data()).unwrap_or_default();
-            for &r in &picked {
-                let start = r * row_len;
-                out.extend_from_slice(src.get(start..start + row_len).unwrap_or_default());
-            }
+    if len == 0 {
+        return for_dtype!(table.dtype(), E => dest.emit(shape, |_: &mut [E]| {}));
+    }
+    // Non-empty output: `row_len > 0`, so the table is exactly `rows × row_len`.
+    for_dtype!(table.dtype(), E => {
+        let src = E::slice(table.data()).unwrap_or_default();
+        if src.len() != rows * row_len {
+            return Err(internal("a gather table disagrees with its shape"));
         }
-        E::wrap(out)
-    });
-    finish(shape, data, len)
+        dest.emit(shape, |out: &mut [E]| {
+            for (dst, &r) in out.chunks_exact_mut(row_len).zip(&picked) {
+                dst.copy_from_slice(&src[r * row_len..(r + 1) * row_len]);
+            }
+        })
+    })
 }
 
-/// A strided view of `x` copied into a new tensor of `shape`; an internal error if the view
-/// would read outside `x` (which the callers' checks rule out).
+/// A strided view of `x` copied to `dest`; an internal error if the view would read outside `x`
+/// (which the callers' checks rule out).
 fn strided(
     x: &Tensor<'_>,
     offset: usize,
     shape: Dims,
     view_strides: &[usize],
-) -> Result<Tensor<'static>, NodeErrorKind> {
-    let data = for_dtype!(x.dtype(), E => {
-        E::slice(x.data())
-            .and_then(|src| strided_copy(src, offset, &shape, view_strides))
-            .map(E::wrap)
-    });
-    let data = data.ok_or_else(|| internal("a strided view reaches outside its operand"))?;
-    Ok(Tensor::from_parts(shape, data))
-}
-
-/// Wraps kernel output after checking its length (a cheap guard against a kernel bug).
-fn finish(shape: Dims, data: TensorData<'static>, len: usize) -> Result<Tensor<'static>, NodeErrorKind> {
-    if data.len() != len {
-        return Err(internal("a kernel produced the wrong number of elements"));
-    }
-    Ok(Tensor::from_parts(shape, data))
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
+    for_dtype!(x.dtype(), E => {
+        let src = E::slice(x.data()).unwrap_or_default();
+        if view_len(src.len(), offset, &shape, view_strides) != numel(&shape) {
+            return Err(internal("a strided view reaches outside its operand"));
+        }
+        let strides: Dims = view_strides.iter().copied().collect();
+        dest.emit(shape.clone(), |out: &mut [E]| {
+            strided_copy_into(src, offset, &shape, &strides, out);
+        })
+    })
 }
 
 fn internal(what: &str) -> NodeErrorKind {

@@ -53,9 +53,32 @@ pub fn t32(shape: &[usize], data: Vec<f32>) -> Tensor<'static> {
     Tensor::f32(shape, data).unwrap()
 }
 
+/// Runs `g` unplanned, and again with a memory plan (one arena, in-place writes, views): both
+/// must give bit-identical results, or the same error.
 pub fn try_run(g: Graph, inputs: &[Tensor<'_>]) -> Result<Vec<Tensor<'static>>, ExecError> {
     kiln_ir::verify(&g).map_err(|e| e.to_string()).unwrap();
-    Interpreter::new(g).run(inputs)
+    let mut planned = g.clone();
+    kiln_passes::memory_plan(&mut planned).unwrap();
+    // A graph with a size not linear in `T` (e.g. `[T, T]`) stays unplanned.
+    let has_plan = planned.plan().is_some();
+    let planned = Interpreter::new(planned);
+    let unplanned = Interpreter::new(g);
+    assert!(planned.is_planned() == has_plan && !unplanned.is_planned());
+    let expected = unplanned.run(inputs);
+    match (&expected, planned.run(inputs)) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!((x.dtype(), x.shape()), (y.dtype(), y.shape()));
+                let bits = |t: &Tensor<'_>| t.as_f32().map(|d| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                assert_eq!(bits(x), bits(y), "planned and unplanned results differ");
+                assert_eq!((x.as_i64(), x.as_bool()), (y.as_i64(), y.as_bool()));
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => panic!("unplanned: {a:?}\nplanned: {b:?}"),
+    }
+    expected
 }
 
 pub fn run(g: Graph, inputs: &[Tensor<'_>]) -> Vec<Tensor<'static>> {
