@@ -12,6 +12,7 @@
 pub mod error;
 mod inputs;
 mod interp;
+pub mod jit;
 pub mod tensor;
 
 pub use error::{ExecError, Location, NodeErrorKind, ScanFrame, Scope};
@@ -33,6 +34,11 @@ pub trait Executable {
 /// Construction derives the execution plan (topological order, last uses, scan body plans)
 /// once; a structurally broken graph (a cycle, a dangling output, ...) is reported by every
 /// [`Executable::run`]. Run [`kiln_ir::verify`] first to get all of a graph's problems at once.
+///
+/// When the graph carries a memory plan ([`Graph::plan`], made by the `memory-plan` pass) it is
+/// validated here and every call runs it: the plan's order, all intermediates in one arena
+/// allocation at the planned offsets (see [`kiln_ir::plan`]). Without one, every value is its own
+/// allocation. Both give bit-identical results.
 #[derive(Debug)]
 pub struct Interpreter {
     graph: Graph,
@@ -41,8 +47,23 @@ pub struct Interpreter {
 
 impl Interpreter {
     pub fn new(graph: Graph) -> Interpreter {
-        let plan = Plan::build(&graph, Binding::Positional);
+        let plan = match graph.plan() {
+            None => Plan::build(&graph, Binding::Positional, false),
+            Some(memory) => match memory.validate(&graph) {
+                Ok(()) if !memory.outputs_in_arena => Plan::build(&graph, Binding::Positional, true),
+                Ok(()) => Err(ExecError::Plan(kiln_ir::PlanError {
+                    scope: Vec::new(),
+                    what: "a top-level graph's plan keeps its outputs in the arena".into(),
+                })),
+                Err(e) => Err(e.into()),
+            },
+        };
         Interpreter { graph, plan }
+    }
+
+    /// Whether calls run the graph's memory plan (one arena) rather than unplanned.
+    pub fn is_planned(&self) -> bool {
+        self.plan.as_ref().is_ok_and(|p| p.arena.is_some())
     }
 
     pub fn graph(&self) -> &Graph {
@@ -60,6 +81,9 @@ impl Executable for Interpreter {
         let plan = self.plan.as_ref().map_err(Clone::clone)?;
         let t = check_inputs(&self.graph, inputs)?;
         let args = inputs.iter().map(|x| Some(x.view())).collect();
+        if plan.arena.is_some() {
+            return interp::planned::run_top(&self.graph, plan, args, t);
+        }
         run_plan(&self.graph, plan, args, t)
     }
 }
