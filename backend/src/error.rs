@@ -137,6 +137,8 @@ pub enum NodeErrorKind {
     Missing { operand: String },
     #[error("internal interpreter error: {what}")]
     Internal { what: String },
+    #[error("compiled kernel: {what}")]
+    Native { what: String },
     #[error("produced ({found}) but the graph records ({recorded}), i.e. ({resolved}) for T = {t}")]
     ResultType { found: String, recorded: String, resolved: String, t: usize },
 }

@@ -61,6 +61,15 @@ impl Interpreter {
         Interpreter { graph, plan }
     }
 
+    /// An interpreter that calls compiled code for the kernels in `native` (see [`jit::Jit`]).
+    pub(crate) fn with_native(graph: Graph, native: &interp::plan::NativeKernels) -> Interpreter {
+        let mut interpreter = Interpreter::new(graph);
+        if let Ok(plan) = &mut interpreter.plan {
+            plan.attach_native(&interpreter.graph, native);
+        }
+        interpreter
+    }
+
     /// Whether calls run the graph's memory plan (one arena) rather than unplanned.
     pub fn is_planned(&self) -> bool {
         self.plan.as_ref().is_ok_and(|p| p.arena.is_some())

@@ -20,6 +20,8 @@ pub enum Error {
     Weight { source: CheckpointError, declared: String },
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error("cannot compile kernels: {0}")]
+    Jit(#[from] kiln_backend::jit::JitError),
     #[error(transparent)]
     Pass(#[from] kiln_passes::PassError),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]

@@ -7,6 +7,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::specs;
 use crate::Error;
+use kiln_backend::jit::{Jit, JitOptions};
 use kiln_backend::{Executable, Interpreter, Tensor};
 use kiln_frontend::{CompileOptions, SpecFile};
 use kiln_ir::{Graph, Op, OutputRole, ParamRole};
@@ -20,6 +21,8 @@ pub enum Backend {
     /// The reference interpreter.
     #[default]
     Interpreter,
+    /// Fused kernels compiled to native code with Cranelift; the rest interpreted.
+    Jit,
 }
 
 /// How to load a model.
@@ -197,6 +200,7 @@ impl Model {
         let vocab = token_table_rows(&graph);
         let executable: Box<dyn Executable + Send + Sync> = match options.backend {
             Backend::Interpreter => Box::new(Interpreter::new(graph.clone())),
+            Backend::Jit => Box::new(Jit::new(graph.clone(), &JitOptions::default())?),
         };
         Ok(Model { name: graph.name.clone(), graph, checkpoint, bindings, slots, executable, vocab, logits_index })
     }

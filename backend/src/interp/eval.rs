@@ -54,9 +54,20 @@ pub(crate) fn run_plan<'b>(
             }
             StepKind::Compute if matches!(node.op, Op::Fused(_) | Op::FusedMatMul { .. }) => {
                 let ops = operands(&table, step).map_err(fail)?;
-                let results = match &node.op {
-                    Op::Fused(k) => kernel::run(&node.op, k, &ops, t),
-                    Op::FusedMatMul { transpose_rhs, epilogue } => {
+                let native = |code: &crate::jit::CompiledKernel, ops: &[&Tensor<'_>]| {
+                    code.run(ops, t).map_err(|e| NodeErrorKind::Native { what: e.to_string() })
+                };
+                let results = match (&node.op, &step.native) {
+                    (Op::Fused(_), Some(code)) => native(code, &ops),
+                    (Op::Fused(k), None) => kernel::run(&node.op, k, &ops, t),
+                    (Op::FusedMatMul { transpose_rhs, .. }, Some(code)) => kernel::matmul_product(*transpose_rhs, &ops)
+                        .and_then(|product| {
+                            let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
+                            epilogue_ops.push(&product);
+                            epilogue_ops.extend(ops[2..].iter().copied());
+                            native(code, &epilogue_ops)
+                        }),
+                    (Op::FusedMatMul { transpose_rhs, epilogue }, None) => {
                         kernel::run_matmul(&node.op, *transpose_rhs, epilogue, &ops, t)
                     }
                     _ => unreachable!("matched above"),

@@ -187,14 +187,19 @@ pub(crate) fn run_matmul(
     ops: &[&Tensor<'_>],
     t: usize,
 ) -> Result<SmallVec<[Tensor<'static>; 1]>, NodeErrorKind> {
-    if ops.len() < 2 {
-        return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
-    }
-    let product = matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()?;
+    let product = matmul_product(transpose_rhs, ops)?;
     let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
     epilogue_ops.push(&product);
     epilogue_ops.extend(ops[2..].iter().copied());
     run(op, epilogue, &epilogue_ops, t)
+}
+
+/// The product of a `matmul.fused` node (its first two operands).
+pub(crate) fn matmul_product(transpose_rhs: bool, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+    if ops.len() < 2 {
+        return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
+    }
+    matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()
 }
 
 /// Element strides of a tensor of `shape` broadcast (numpy-style) to `target`.

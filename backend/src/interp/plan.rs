@@ -56,6 +56,8 @@ pub(crate) struct Step {
     /// With a memory plan: where each result lives, and the step's scratch buffer.
     pub place: SmallVec<[Placement; 1]>,
     pub scratch: Option<BufferId>,
+    /// The JIT-compiled code of this step's kernel (`fused`, or a `matmul.fused` epilogue).
+    pub native: Option<crate::jit::CompiledKernel>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,32 @@ fn node_error(graph: &Graph, node: NodeId, kind: NodeErrorKind) -> ExecError {
     }
 }
 
+/// Compiled kernels by the address of the [`kiln_ir::Kernel`] they compute (kernels are boxed in
+/// their ops, so the address is stable for as long as the graph lives).
+pub(crate) type NativeKernels = std::collections::HashMap<usize, crate::jit::CompiledKernel>;
+
+/// The address a kernel is keyed by in [`NativeKernels`].
+pub(crate) fn kernel_key(op: &kiln_ir::Op) -> Option<usize> {
+    match op {
+        kiln_ir::Op::Fused(k) | kiln_ir::Op::FusedMatMul { epilogue: k, .. } => {
+            Some(&**k as *const kiln_ir::Kernel as usize)
+        }
+        _ => None,
+    }
+}
+
 impl Plan {
+    /// Gives every kernel step (here and in scan bodies) its compiled code, when there is some.
+    pub(crate) fn attach_native(&mut self, graph: &Graph, native: &NativeKernels) {
+        for step in &mut self.steps {
+            let op = &graph.node(step.node).op;
+            match (&mut step.kind, op) {
+                (StepKind::Scan(body), kiln_ir::Op::Scan(scan)) => body.attach_native(&scan.body, native),
+                _ => step.native = kernel_key(op).and_then(|k| native.get(&k).cloned()),
+            }
+        }
+    }
+
     /// The plan of `graph`; `planned` follows its memory plan (which must exist, and its
     /// bodies', and have been validated).
     pub fn build(graph: &Graph, binding: Binding, planned: bool) -> Result<Plan, ExecError> {
@@ -143,7 +170,7 @@ impl Plan {
                     (place, m.scratch.get(&id).copied())
                 }
             };
-            steps.push(Step { node: id, operands, free: SmallVec::new(), kind, place, scratch });
+            steps.push(Step { node: id, operands, free: SmallVec::new(), kind, place, scratch, native: None });
         }
 
         let mut outputs = Vec::with_capacity(graph.outputs().len());

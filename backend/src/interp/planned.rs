@@ -150,7 +150,7 @@ pub(crate) fn run_planned<'b>(
                 }
                 (Op::Fused(_) | Op::FusedMatMul { .. }, _) => {
                     run_results(node, step, layout, arena, &mut values, t, |ops, outs, scratch| {
-                        fused(&node.op, ops, outs, scratch, t).map_err(fail)
+                        fused(&node.op, step.native.as_ref(), ops, outs, scratch, t).map_err(fail)
                     })?
                 }
                 _ => SmallVec::from_iter([single(node, step, layout, arena, &mut values, t).map_err(fail)?]),
@@ -455,6 +455,7 @@ where
 /// A fused kernel into `outs`; a `matmul.fused` first computes its product in `scratch`.
 fn fused(
     op: &Op,
+    native: Option<&crate::jit::CompiledKernel>,
     ops: &[&Tensor<'_>],
     outs: &mut [OutSlice<'_>],
     scratch: Option<&mut [u8]>,
@@ -464,7 +465,10 @@ fn fused(
     match op {
         Op::Fused(k) => {
             check_kernel_results(k, &outs, t)?;
-            kernel::run_into(op, k, ops, t, outs)
+            match native {
+                Some(code) => run_native(code, ops, t, outs),
+                None => kernel::run_into(op, k, ops, t, outs),
+            }
         }
         Op::FusedMatMul { transpose_rhs, epilogue } => {
             check_kernel_results(epilogue, &outs, t)?;
@@ -498,10 +502,30 @@ fn fused(
             let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
             epilogue_ops.push(&product);
             epilogue_ops.extend(ops[2..].iter().copied());
-            kernel::run_into(op, epilogue, &epilogue_ops, t, outs)
+            match native {
+                Some(code) => run_native(code, &epilogue_ops, t, outs),
+                None => kernel::run_into(op, epilogue, &epilogue_ops, t, outs),
+            }
         }
         _ => Err(internal("not a fused kernel")),
     }
+}
+
+/// Runs compiled kernel code into the planned regions (compiled kernels have f32 outputs only).
+fn run_native(
+    code: &crate::jit::CompiledKernel,
+    ops: &[&Tensor<'_>],
+    t: usize,
+    outs: Vec<OutSlice<'_>>,
+) -> Result<(), NodeErrorKind> {
+    let mut slices: SmallVec<[&mut [f32]; 4]> = SmallVec::new();
+    for o in outs {
+        match o {
+            OutSlice::F32(d) => slices.push(d),
+            _ => return Err(internal("a compiled kernel writes f32 results only")),
+        }
+    }
+    code.run_into(ops, t, &mut slices).map_err(|e| NodeErrorKind::Native { what: e.to_string() })
 }
 
 fn reborrow<'s>(o: &'s mut OutSlice<'_>) -> OutSlice<'s> {

@@ -12,12 +12,14 @@
 //! were checked to cover every address it touches.
 
 mod abi;
+mod backend;
 mod emit;
 mod kernel_codegen;
 mod math;
 mod module;
 
 pub use abi::{col_strides, ColStride};
+pub use backend::{Jit, JitReport};
 pub use module::{CompileStats, CompiledKernel, JitModule, JitOptions};
 
 use thiserror::Error;

@@ -326,6 +326,48 @@ impl CompiledKernel {
             .collect())
     }
 
+    /// Like [`CompiledKernel::run`], writing output `j` into `outs[j]`, which must hold exactly
+    /// that output's elements (an arena region, say). The regions must not overlap the operands.
+    pub fn run_into(&self, operands: &[&Tensor<'_>], t: usize, outs: &mut [&mut [f32]]) -> Result<(), JitError> {
+        let call = CallShape::new(&self.kernel, t)?;
+        let data: Vec<&[f32]> = operands
+            .iter()
+            .enumerate()
+            .map(|(k, x)| {
+                x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
+            })
+            .collect::<Result<_, _>>()?;
+        let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
+        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, &lens, t)?;
+        let cols = i64::try_from(call.cols).map_err(|_| JitError::TooLarge { shape: call.shape.to_vec() })?;
+        let widths: Vec<usize> =
+            self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
+        let sized = outs.len() == widths.len()
+            && outs.iter().zip(&widths).all(|(o, &w)| Some(o.len()) == call.rows.checked_mul(w));
+        if !sized {
+            return Err(JitError::Operand { what: "output regions do not match the kernel's results".into() });
+        }
+        for (o, d) in outs.iter().zip(&data) {
+            let (a, b) = (o.as_ptr_range(), d.as_ptr_range());
+            if a.start < b.end && b.start < a.end {
+                return Err(JitError::Operand { what: "an output region overlaps an operand".into() });
+            }
+        }
+        if call.rows == 0 {
+            return Ok(());
+        }
+        let mut views: Vec<&mut [MaybeUninit<f32>]> = outs
+            .iter_mut()
+            .map(|o| {
+                // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the compiled code only
+                // ever stores initialized `f32` values through these views, so the slices stay
+                // initialized.
+                unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<MaybeUninit<f32>>(), o.len()) }
+            })
+            .collect();
+        self.call_rows(0, call.rows, &widths, cols, &bases, &data, &mut views)
+    }
+
     /// Calls the native code on rows `start .. start + count`; `outs[j]` holds exactly those
     /// rows of output `j` (`widths[j]` elements per row).
     #[allow(clippy::too_many_arguments)]
