@@ -126,7 +126,7 @@ pub(crate) fn run_into(
     if !fits {
         return Err(NodeErrorKind::Internal { what: "kernel outputs do not match its results".into() });
     }
-    let run_rows = |first: usize, outs: &mut [Out<&mut [f32], &mut [bool]>]| {
+    let run_rows = |first: usize, count: usize, outs: &mut [Out<&mut [f32], &mut [bool]>]| {
         let mut slots: Vec<Slot> = types
             .iter()
             .map(|t| match (t.level, t.dtype) {
@@ -136,11 +136,6 @@ pub(crate) fn run_into(
                 (Level::Row, _) => Slot::Scalar(0.0),
             })
             .collect();
-        let count = match outs.first() {
-            Some(Out::F32(o)) => o.len() / widths[0],
-            Some(Out::Bool(o)) => o.len() / widths[0],
-            None => 0,
-        };
         let mut index: Dims = smallvec::smallvec![0; row_shape.len()];
         for local in 0..count {
             unravel(first + local, &row_shape, &mut index);
@@ -163,18 +158,35 @@ pub(crate) fn run_into(
     } else {
         rows.max(1)
     };
-    let mut blocks: Vec<Vec<Out<&mut [f32], &mut [bool]>>> = (0..rows.div_ceil(per)).map(|_| Vec::new()).collect();
+    // Each block: its first row, its row count, and its rows of every output (split with
+    // `split_at_mut`, so zero-width outputs, when `cols` is 0, get empty slices too).
+    type Block<'o> = (usize, usize, Vec<Out<&'o mut [f32], &'o mut [bool]>>);
+    let mut blocks: Vec<Block<'_>> = (0..rows).step_by(per).map(|s| (s, per.min(rows - s), Vec::new())).collect();
     for (out, w) in outs.iter_mut().zip(&widths) {
         match out {
-            OutSlice::F32(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::F32(c))),
-            OutSlice::Bool(v) => v.chunks_mut(per * w).zip(blocks.iter_mut()).for_each(|(c, b)| b.push(Out::Bool(c))),
+            OutSlice::F32(v) => {
+                let mut rest: &mut [f32] = v;
+                for (_, count, b) in blocks.iter_mut() {
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(*count * w);
+                    b.push(Out::F32(head));
+                    rest = tail;
+                }
+            }
+            OutSlice::Bool(v) => {
+                let mut rest: &mut [bool] = v;
+                for (_, count, b) in blocks.iter_mut() {
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(*count * w);
+                    b.push(Out::Bool(head));
+                    rest = tail;
+                }
+            }
             OutSlice::I64(_) => {}
         }
     }
     if blocks.len() > 1 {
-        blocks.into_par_iter().enumerate().for_each(|(b, mut outs)| run_rows(b * per, &mut outs));
-    } else if let Some(mut outs) = blocks.pop() {
-        run_rows(0, &mut outs);
+        blocks.into_par_iter().for_each(|(first, count, mut outs)| run_rows(first, count, &mut outs));
+    } else if let Some((first, count, mut outs)) = blocks.pop() {
+        run_rows(first, count, &mut outs);
     }
     Ok(())
 }
