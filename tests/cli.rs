@@ -129,3 +129,62 @@ fn seeded_sampling_is_reproducible_and_text_streams_through_the_tokenizer() {
     .unwrap_err();
     assert!(e.to_string().ends_with("has no tokenizer.json; give the prompt as ids with --tokens"), "{e}");
 }
+
+/// `kiln dump` shows the graph before or after any pass, in text or Graphviz, lists the passes,
+/// times them, and turns them off by name (so do `forward` and `generate`).
+#[test]
+fn dump_around_passes_and_disable_them() {
+    let listed = kiln(&["dump", "--passes"]);
+    for p in kiln_passes::default_pipeline().passes() {
+        assert!(listed.contains(&format!("{}  ", p.name)) && listed.contains(p.description), "{listed}");
+    }
+    let config = fixture("rwkv4-tied").join("config.json");
+    let dump = |extra: &[&str]| {
+        let mut args = vec!["dump", "--spec", "models/rwkv4.toml", "--config", config.to_str().unwrap()];
+        args.extend(extra);
+        kiln(&args)
+    };
+    // The lowered graph holds one `const 1.0` per use; `cse` leaves one.
+    let ones = |text: &str| text.matches("= const 1.0 ").count();
+    let before = dump(&["--before", "cse"]);
+    let after = dump(&["--after", "cse"]);
+    assert!(ones(&before) > 1 && ones(&after) == 1, "{} then {}", ones(&before), ones(&after));
+    assert_eq!(dump(&["--after", "cse", "--disable", "cse"]), before);
+    let dot = dump(&["--after", "shape-fold", "--dot"]);
+    // Before fusion, layer norms are primitive nodes; after it, kernel instructions (`$N`).
+    assert!(dot.starts_with("digraph \"rwkv4\" {") && dot.contains("reduce.sum %"), "{}", &dot[..100]);
+    assert!(!dump(&[]).contains("reduce.sum %"), "fusion runs after shape-fold");
+    let timed = dump(&["--timings", "--disable", "cse,fuse-elementwise"]);
+    let table = &timed[timed.find("\npass ").unwrap()..];
+    assert!(table.contains("\ncse ") && table.contains("disabled") && table.contains("\ntotal "), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("algebraic") && l.contains(" ms")), "{table}");
+
+    let mut out = Vec::new();
+    let e = kiln_runtime::cli::run(["kiln", "dump", "--spec", "models/rwkv4.toml", "--after", "csee"], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no pass is named `csee` (the passes are: dead-code, const-fold,"), "{e}");
+    let dir = fixture("rwkv4-tied");
+    let r = reference(&dir);
+    let path = scratch("forward-disable").join("logits.safetensors");
+    let tokens = ids(&r.tokens);
+    let disable = "const-fold,algebraic,shape-fold,cse,fuse-elementwise";
+    kiln(&[
+        "forward",
+        dir.to_str().unwrap(),
+        "--tokens",
+        &tokens,
+        "--out",
+        path.to_str().unwrap(),
+        "--disable",
+        disable,
+    ]);
+    assert!(rel_err(&read_safetensors(&path)[0].1.f32, &r.logits) < 1e-5);
+    let generated = |extra: &[&str]| {
+        let mut args = vec!["generate", dir.to_str().unwrap(), "--tokens", "1,2", "--max-new", "4", "--ids"];
+        args.extend(extra);
+        args.extend(["--temperature", "0", "--ignore-eos"]);
+        kiln(&args)
+    };
+    assert_eq!(generated(&["--disable", "cse"]), generated(&[]));
+}

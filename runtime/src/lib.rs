@@ -14,6 +14,7 @@ pub mod cli;
 mod demo;
 pub mod error;
 pub mod generate;
+pub mod init;
 pub mod model;
 pub mod sample;
 pub mod specs;

@@ -1,20 +1,22 @@
 //! The implementation of each `kiln` command.
 
-use super::{BackendArg, Command};
+use super::{BackendArg, Command, PassArgs};
 use crate::checkpoint::{self, TensorData};
 use crate::tokenizer::TextStream;
 use crate::{
-    compile_spec, generate, resolve_spec, specs, Backend, Error, GenerateOptions, LoadOptions, Model, SamplingOptions,
-    Tokenizer,
+    compile_spec, compile_spec_with, generate, resolve_spec, specs, Backend, Error, GenerateOptions, LoadOptions,
+    Model, SamplingOptions, Tokenizer,
 };
 use kiln_frontend::CompileOptions;
+use kiln_passes::{DumpPoint, PipelineOptions, RunReport};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error> {
     match command {
-        Command::Forward { model_dir, tokens, split, spec, backend, out: path, force } => {
-            forward(&model_dir, &tokens, split, spec, backend, &path, force, out)
+        Command::Forward { model_dir, tokens, split, spec, backend: b, out: path, force, passes } => {
+            let options = LoadOptions { spec, backend: backend(b), passes: pipeline(passes), ..LoadOptions::default() };
+            forward(&model_dir, &tokens, split, &options, &path, force, out)
         }
         Command::Generate {
             model_dir,
@@ -29,9 +31,11 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             ids,
             spec,
             backend: b,
+            passes,
         } => {
             let sampling = SamplingOptions { temperature, top_k, top_p, seed };
-            let model = Model::load(&model_dir, &LoadOptions { spec, backend: backend(b), ..LoadOptions::default() })?;
+            let options = LoadOptions { spec, backend: backend(b), passes: pipeline(passes), ..LoadOptions::default() };
+            let model = Model::load(&model_dir, &options)?;
             let tokenizer = Tokenizer::from_dir(&model_dir)?;
             let prompt = match (prompt, tokens, &tokenizer) {
                 (Some(text), _, Some(t)) => t.encode(&text)?,
@@ -55,9 +59,22 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             let text = if ids { None } else { tokenizer.as_ref() };
             generate_cmd(&model, &prompt, &GenerateOptions { max_new, sampling, stop_at }, text, out)
         }
-        Command::Dump { model_dir, spec, config, dot } => dump(model_dir, spec, config, dot, out),
+        Command::Dump { list_passes: true, .. } => list_passes(out),
+        Command::Dump { model_dir, spec, config, dot, after, before, passes, timings, list_passes: false } => {
+            let at = match (after, before) {
+                (Some(name), _) => Some((name, DumpPoint::After)),
+                (None, Some(name)) => Some((name, DumpPoint::Before)),
+                (None, None) => None,
+            };
+            // The verifier runs after every pass, so a broken graph names the pass that broke it.
+            let options = PipelineOptions { disabled: passes.disable, verify_each: true, dump: at };
+            dump(model_dir, spec, config, dot, &options, timings, out)
+        }
         Command::Check { spec, config } => check(&spec, config, out),
         Command::Demo { tokens, top } => crate::demo::run(tokens, top, out),
+        Command::Init(args) => super::init::run(&args, out),
+        Command::Bench(args) => super::bench::run(&args, out),
+        Command::Stats(args) => super::stats::run(&args, out),
     }
 }
 
@@ -65,19 +82,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-fn backend(b: BackendArg) -> Backend {
+pub(super) fn backend(b: BackendArg) -> Backend {
     match b {
         BackendArg::Interp => Backend::Interpreter,
+        BackendArg::Jit => Backend::Jit,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+fn pipeline(passes: PassArgs) -> PipelineOptions {
+    PipelineOptions { disabled: passes.disable, ..PipelineOptions::default() }
+}
+
 fn forward(
     dir: &Path,
     tokens: &[i64],
     split: Option<usize>,
-    spec: Option<PathBuf>,
-    b: BackendArg,
+    options: &LoadOptions,
     path: &Path,
     force: bool,
     out: &mut dyn Write,
@@ -90,7 +110,7 @@ fn forward(
             return Err(Error::Usage(format!("--split {k} must leave tokens on both sides (1..{})", tokens.len())));
         }
     }
-    let model = Model::load(dir, &LoadOptions { spec, backend: backend(b), ..LoadOptions::default() })?;
+    let model = Model::load(dir, options)?;
     let mut state = model.new_state();
     let logits = match split {
         None => model.forward(tokens, &mut state)?,
@@ -113,7 +133,7 @@ fn read_config(path: &Path) -> Result<serde_json::Value, Error> {
 }
 
 /// The spec and config named by `dump`/`check` arguments.
-fn spec_and_config(
+pub(super) fn spec_and_config(
     model_dir: Option<PathBuf>,
     spec: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -136,11 +156,49 @@ fn dump(
     spec: Option<PathBuf>,
     config: Option<PathBuf>,
     dot: bool,
+    options: &PipelineOptions,
+    timings: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let (spec, config) = spec_and_config(model_dir, spec, config)?;
-    let graph = compile_spec(&spec, &config, &CompileOptions::default())?;
-    let text = if dot { kiln_ir::dot::to_dot(&graph) } else { graph.to_string() };
+    let (graph, report) = compile_spec_with(&spec, &config, &CompileOptions::default(), options)?;
+    // With --before/--after the pipeline captured the graph at that point; otherwise it is the end.
+    let graph = report.dump_graph.as_ref().unwrap_or(&graph);
+    let text = if dot { kiln_ir::dot::to_dot(graph) } else { graph.to_string() };
+    let stdout = Path::new("<stdout>");
+    out.write_all(text.as_bytes()).map_err(io(stdout))?;
+    if timings {
+        write_timings(&report, out).map_err(io(stdout))?;
+    }
+    Ok(())
+}
+
+/// One line per pass run: its changes and time (or that it was disabled), then the total.
+fn write_timings(report: &RunReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let width = report.passes.iter().map(|p| p.name.len()).max().unwrap_or(0).max("total".len());
+    writeln!(out, "{:width$}  {:>7}  {:>10}", "pass", "changes", "time")?;
+    for p in &report.passes {
+        if p.skipped {
+            writeln!(out, "{:width$}  {:>7}  {:>10}", p.name, "-", "disabled")?;
+        } else {
+            let ms = format!("{:.3} ms", p.time.as_secs_f64() * 1e3);
+            writeln!(out, "{:width$}  {:>7}  {ms:>10}", p.name, p.changes)?;
+        }
+    }
+    let changes: usize = report.passes.iter().map(|p| p.changes).sum();
+    let total: std::time::Duration = report.passes.iter().map(|p| p.time).sum();
+    writeln!(out, "{:width$}  {changes:>7}  {:>10}", "total", format!("{:.3} ms", total.as_secs_f64() * 1e3))
+}
+
+/// `kiln dump --passes`: the default pipeline, in order.
+fn list_passes(out: &mut dyn Write) -> Result<(), Error> {
+    let pipeline = kiln_passes::default_pipeline();
+    let width = pipeline.passes().iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let mut text = String::from("the passes, in the order they run (turn one off with --disable NAME):\n");
+    for (i, p) in pipeline.passes().iter().enumerate() {
+        let required = if p.required { "required" } else { "optional" };
+        text += &format!("{:>3}. {:width$}  {required}  {}\n", i + 1, p.name, p.description);
+    }
     out.write_all(text.as_bytes()).map_err(io(Path::new("<stdout>")))
 }
 

@@ -1,10 +1,13 @@
 //! The `kiln` command line. [`run`] parses arguments and executes one command, writing its
 //! output to the given writer, so the binary is a thin wrapper and tests call it in-process.
 
+mod bench;
 mod commands;
+mod init;
+mod stats;
 
 use crate::Error;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +25,17 @@ pub enum BackendArg {
     /// The reference interpreter.
     #[default]
     Interp,
+    /// Fused kernels compiled to native code (Cranelift); the rest interpreted.
+    Jit,
+}
+
+/// Which passes of the pipeline run (`kiln dump --passes` lists them).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PassArgs {
+    /// Skip these passes (comma-separated names; a pass that runs more than once is skipped
+    /// every time).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    pub disable: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +61,8 @@ pub enum Command {
         /// Overwrite FILE if it exists.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        passes: PassArgs,
     },
     /// Generate text (or token ids) one token at a time with the carried state, streaming it.
     Generate {
@@ -83,8 +99,10 @@ pub enum Command {
         spec: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
         backend: BackendArg,
+        #[command(flatten)]
+        passes: PassArgs,
     },
-    /// Print a model's IR.
+    /// Print a model's IR: after the whole pass pipeline, or before or after any one pass.
     Dump {
         /// A model directory (its config.json and spec are used; weights are not read).
         model_dir: Option<PathBuf>,
@@ -97,6 +115,20 @@ pub enum Command {
         /// Write Graphviz instead of the text dump.
         #[arg(long)]
         dot: bool,
+        /// Print the graph as it is after PASS (after its last run, if it runs more than once).
+        #[arg(long, value_name = "PASS", conflicts_with = "before")]
+        after: Option<String>,
+        /// Print the graph as it is before PASS (before its first run).
+        #[arg(long, value_name = "PASS")]
+        before: Option<String>,
+        #[command(flatten)]
+        passes: PassArgs,
+        /// After the graph, print what each pass changed and how long it took.
+        #[arg(long)]
+        timings: bool,
+        /// List the passes of the pipeline, in the order they run, instead of dumping a graph.
+        #[arg(long = "passes", conflicts_with_all = ["model_dir", "spec", "config", "dot", "after", "before", "timings"])]
+        list_passes: bool,
     },
     /// Check a spec against a config without loading weights.
     Check {
@@ -106,6 +138,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Write a randomly initialized model (config.json + model.safetensors) for a spec and config.
+    Init(init::InitArgs),
+    /// Measure prefill and decode tokens/s, compile time and peak memory of a model directory.
+    Bench(bench::BenchArgs),
+    /// Node counts before and after the passes, and planned arena size against the sum of all
+    /// intermediates at T = 1 and T = 512, as one table (no weights needed).
+    Stats(stats::StatsArgs),
     /// Run the embedded tiny RWKV-4 model on a few tokens and print its top next tokens.
     Demo {
         /// Comma-separated token ids (default: a short phrase).
