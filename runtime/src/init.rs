@@ -31,6 +31,7 @@
 //! does not depend on which other tensors exist, and the same seed gives the same bytes.
 
 use crate::checkpoint::{self, TensorData};
+use crate::rng::SplitMix64;
 use crate::{compile_spec, Error};
 use kiln_frontend::{CompileOptions, SpecFile};
 use kiln_ir::ParamRole;
@@ -111,25 +112,6 @@ pub fn default_init(name: &str, shape: &[usize]) -> Init {
     let fan_in: usize = if shape.len() >= 2 { shape[1..].iter().product() } else { shape.iter().product() };
     let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
     Init::Uniform { lo: -bound, hi: bound }
-}
-
-/// SplitMix64: small, fast and good enough for weights.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 24 random bits.
-    fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
-    }
 }
 
 /// The stream of tensor `name` under `seed`: FNV-1a of the name, mixed with the seed.

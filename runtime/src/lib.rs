@@ -16,6 +16,7 @@ pub mod error;
 pub mod generate;
 pub mod init;
 pub mod model;
+mod rng;
 pub mod sample;
 pub mod specs;
 pub mod tokenizer;

@@ -1,6 +1,8 @@
 //! Choosing the next token from logits: greedy, or sampling with temperature, top-k and top-p,
 //! driven by a small seeded generator so that a seed always gives the same text.
 
+use crate::rng::SplitMix64;
+
 /// How to pick the next token.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingOptions {
@@ -16,25 +18,6 @@ pub struct SamplingOptions {
 impl Default for SamplingOptions {
     fn default() -> SamplingOptions {
         SamplingOptions { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0 }
-    }
-}
-
-/// SplitMix64: tiny, fast, and good enough to draw one uniform number per token.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -225,6 +225,15 @@ fn verifier_error(func: &cranelift_codegen::ir::Function, e: CodegenError) -> Ji
     JitError::Codegen { what: print_errors::pretty_error(func, e) }
 }
 
+/// The per-call setup shared by [`CompiledKernel::run`] and [`CompiledKernel::run_into`].
+struct Prepared<'o> {
+    call: CallShape,
+    data: Vec<&'o [f32]>,
+    bases: RowBases,
+    cols: i64,
+    widths: Vec<usize>,
+}
+
 /// A callable compiled kernel. Cheap to clone; keeps its code alive.
 #[derive(Clone)]
 pub struct CompiledKernel {
@@ -259,20 +268,8 @@ impl CompiledKernel {
     /// tokens, like the interpreter: one tensor per kernel output, `[shape..]` for a vector-level
     /// output and `[rows.., 1]` for a row-level one.
     pub fn run(&self, operands: &[&Tensor<'_>], t: usize) -> Result<SmallVec<[Tensor<'static>; 1]>, JitError> {
-        let call = CallShape::new(&self.kernel, t)?;
-        let data: Vec<&[f32]> = operands
-            .iter()
-            .enumerate()
-            .map(|(k, x)| {
-                x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
-            })
-            .collect::<Result<_, _>>()?;
-        let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
-        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, &lens, t)?;
+        let Prepared { call, data, bases, cols: cols_i64, widths } = self.prepare(operands, t)?;
         let too_large = || JitError::TooLarge { shape: call.shape.to_vec() };
-        let cols_i64 = i64::try_from(call.cols).map_err(|_| too_large())?;
-        let widths: Vec<usize> =
-            self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
         let lens: Vec<usize> = widths
             .iter()
             .map(|&w| call.rows.checked_mul(w).filter(|&n| n <= isize::MAX as usize / 4).ok_or_else(too_large))
@@ -329,19 +326,7 @@ impl CompiledKernel {
     /// Like [`CompiledKernel::run`], writing output `j` into `outs[j]`, which must hold exactly
     /// that output's elements (an arena region, say). The regions must not overlap the operands.
     pub fn run_into(&self, operands: &[&Tensor<'_>], t: usize, outs: &mut [&mut [f32]]) -> Result<(), JitError> {
-        let call = CallShape::new(&self.kernel, t)?;
-        let data: Vec<&[f32]> = operands
-            .iter()
-            .enumerate()
-            .map(|(k, x)| {
-                x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
-            })
-            .collect::<Result<_, _>>()?;
-        let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
-        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, &lens, t)?;
-        let cols = i64::try_from(call.cols).map_err(|_| JitError::TooLarge { shape: call.shape.to_vec() })?;
-        let widths: Vec<usize> =
-            self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
+        let Prepared { call, data, bases, cols, widths } = self.prepare(operands, t)?;
         let sized = outs.len() == widths.len()
             && outs.iter().zip(&widths).all(|(o, &w)| Some(o.len()) == call.rows.checked_mul(w));
         if !sized {
@@ -366,6 +351,24 @@ impl CompiledKernel {
             })
             .collect();
         self.call_rows(0, call.rows, &widths, cols, &bases, &data, &mut views)
+    }
+
+    /// What both ways of running need: the call's shape, the operands' data, every row's base
+    /// offsets (checked against the buffers) and each output's row width.
+    fn prepare<'o>(&self, operands: &[&'o Tensor<'_>], t: usize) -> Result<Prepared<'o>, JitError> {
+        let call = CallShape::new(&self.kernel, t)?;
+        let data: Vec<&[f32]> = operands
+            .iter()
+            .enumerate()
+            .map(|(k, x)| {
+                x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
+            })
+            .collect::<Result<_, _>>()?;
+        let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
+        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, &lens, t)?;
+        let cols = i64::try_from(call.cols).map_err(|_| JitError::TooLarge { shape: call.shape.to_vec() })?;
+        let widths = self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
+        Ok(Prepared { call, data, bases, cols, widths })
     }
 
     /// Calls the native code on rows `start .. start + count`; `outs[j]` holds exactly those
