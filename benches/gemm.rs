@@ -11,6 +11,11 @@
 //! (`MATMUL_NUM_THREADS`), so here its two-thread rows split the output across `rayon::join`
 //! (rows for sequences, columns for one token), as a caller would; so does the naive loop.
 //!
+//! `gemm` is built with its `x86-v4` feature (root `Cargo.toml`): without it the crate compiles no
+//! AVX-512 kernels and runs its AVX2 ones even where the CPU has AVX-512. The kernel is still picked
+//! at run time, so the feature is safe on CPUs without AVX-512. `matrixmultiply` detects AVX-512 by
+//! itself.
+//!
 //! Throughput is in multiply-adds × 2 (flops). Run: `cargo bench --bench gemm`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

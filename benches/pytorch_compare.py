@@ -9,9 +9,10 @@ For each MODEL_DIR (e.g. written by `kiln init SPEC --config benches/configs/X.j
    - prefill: one call over `--prefill` tokens with `use_cache=True`, median of `--reps`;
    - decode: from that call's state, `--warmup` untimed then `--decode` timed one-token calls,
      carrying RWKV's `state=` or Mamba/Mamba2's `cache_params=`; median of `--reps`;
-2. `kiln bench DIR --json` with the same token ids, counts and thread count;
+2. `kiln bench DIR --json --backend B` with the same token ids, counts and thread count, for each
+   backend B of `--backend` (comma-separated, e.g. `interp,jit`);
 3. a check that both compute the same thing: `kiln forward` and transformers on 16 tokens,
-   max |Δ| / max |logit|.
+   max |Δ| / max |logit|, per backend.
 
 Then it prints Kiln's throughput as a ratio of PyTorch's. Developer-only: needs torch and
 transformers (never run in CI). Run the benchmarks one at a time on a quiet machine.
@@ -110,13 +111,13 @@ def common_flags(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def run_kiln(args: argparse.Namespace, model_dir: Path) -> dict:
-    cmd = [str(args.kiln), "bench", str(model_dir), "--json", "--backend", args.backend] + common_flags(args)
+def run_kiln(args: argparse.Namespace, model_dir: Path, backend: str) -> dict:
+    cmd = [str(args.kiln), "bench", str(model_dir), "--json", "--backend", backend] + common_flags(args)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
-def kiln_check_logits(args: argparse.Namespace, model_dir: Path) -> list[float]:
+def kiln_check_logits(args: argparse.Namespace, model_dir: Path, backend: str) -> list[float]:
     from safetensors.numpy import load_file
 
     vocab = vocab_of(model_dir)
@@ -124,7 +125,7 @@ def kiln_check_logits(args: argparse.Namespace, model_dir: Path) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "logits.safetensors"
         cmd = [str(args.kiln), "forward", str(model_dir), "--tokens", tokens, "--out", str(path)]
-        cmd += ["--backend", args.backend]
+        cmd += ["--backend", backend]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         return load_file(str(path))["logits"].flatten().tolist()
 
@@ -142,7 +143,7 @@ def main() -> None:
     p.add_argument("--decode", type=int, default=128)
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--backend", default="interp", help="kiln backend (default interp)")
+    p.add_argument("--backend", default="interp", help="kiln backends, comma-separated (default interp)")
     p.add_argument("--kiln", type=Path, default=ROOT / "target/release/kiln", help="the kiln binary")
     p.add_argument("--no-build", action="store_true", help="do not run `cargo build --release --bin kiln` first")
     p.add_argument("--json", action="store_true", help="also print every measurement as JSON")
@@ -158,28 +159,30 @@ def main() -> None:
     for model_dir in args.model:
         print(f"{model_dir}: transformers ...", file=sys.stderr, flush=True)
         torch_r = run_torch(args, model_dir)
-        print(f"{model_dir}: kiln bench ...", file=sys.stderr, flush=True)
-        kiln_r = run_kiln(args, model_dir)
-        err = rel_err(kiln_check_logits(args, model_dir), torch_r.pop("check_logits"))
-        rows.append((model_dir, kiln_r, torch_r, err))
+        reference = torch_r.pop("check_logits")
+        for backend in args.backend.split(","):
+            print(f"{model_dir}: kiln bench --backend {backend} ...", file=sys.stderr, flush=True)
+            kiln_r = run_kiln(args, model_dir, backend)
+            err = rel_err(kiln_check_logits(args, model_dir, backend), reference)
+            rows.append((model_dir, kiln_r, torch_r, err))
 
     mib = lambda b: f"{b / 2**20:.0f}" if b else "n/a"  # noqa: E731
     print(
         f"threads {args.threads}, prefill {args.prefill} tokens, decode {args.decode} tokens "
-        f"(after {args.warmup} warm-up), median of {args.reps}; kiln backend {args.backend}"
+        f"(after {args.warmup} warm-up), median of {args.reps}"
     )
     header = (
-        f"{'model':<14} {'params':>7} | {'prefill tok/s':>24} | {'decode tok/s':>24} | "
+        f"{'model':<14} {'backend':>7} {'params':>7} | {'prefill tok/s':>24} | {'decode tok/s':>24} | "
         f"{'compile':>8} | {'peak RSS MiB':>13} | {'logits':>8}"
     )
     print(header)
-    print(f"{'':<14} {'':>7} | {'kiln':>7} {'torch':>7} {'ratio':>8} | {'kiln':>7} {'torch':>7} {'ratio':>8} | "
+    print(f"{'':<14} {'':>7} {'':>7} | {'kiln':>7} {'torch':>7} {'ratio':>8} | {'kiln':>7} {'torch':>7} {'ratio':>8} | "
           f"{'kiln ms':>8} | {'kiln':>6} {'torch':>6} | {'rel err':>8}")  # fmt: skip
     for model_dir, k, t, err in rows:
         kp, tp = k["prefill_tokens_per_s"], t["prefill_tokens_per_s"]
         kd, td = k["decode_tokens_per_s"], t["decode_tokens_per_s"]
         print(
-            f"{model_dir.name:<14} {k['parameters'] / 1e6:>6.1f}M | {kp:>7.1f} {tp:>7.1f} {kp / tp:>7.3f}x | "
+            f"{model_dir.name:<14} {k['backend']:>7} {k['parameters'] / 1e6:>6.1f}M | {kp:>7.1f} {tp:>7.1f} {kp / tp:>7.3f}x | "
             f"{kd:>7.2f} {td:>7.2f} {kd / td:>7.3f}x | {k['compile_s'] * 1e3:>8.1f} | "
             f"{mib(k['peak_rss_bytes']):>6} {mib(t['peak_rss_bytes']):>6} | {err:>8.1e}"
         )

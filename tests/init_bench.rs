@@ -101,6 +101,12 @@ fn bench_reports_throughput_as_text_and_json() {
     for key in ["compile_s", "prefill_tokens_per_s", "decode_tokens_per_s"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {}", v[key]);
     }
+    // Several backends in one run: one JSON line each, in the order given.
+    let mut both = vec!["bench", d, "--json", "--backend", "jit,interp"];
+    both.extend(short);
+    let lines: Vec<serde_json::Value> =
+        kiln(&both).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|v| v["backend"].as_str().unwrap()).collect::<Vec<_>>(), ["jit", "interp"]);
     let zero = kiln(&["bench", d, "--reps", "0"]).unwrap_err();
     assert!(zero.to_string().contains("at least 1"), "{zero}");
 }

@@ -5,9 +5,11 @@
 //!   weights, build the executable ([`Model::with_spec`]); the weights are already mapped.
 //! - *prefill*: one call over `--prefill` tokens from a fresh state.
 //! - *decode*: `--decode` calls of one token each with the carried state, after `--warmup` calls.
-//! - *peak RSS*: `VmHWM` of `/proc/self/status` (it counts the mapped weight pages touched).
+//! - *peak RSS*: `VmHWM` of `/proc/self/status` (it counts the mapped weight pages touched), reset
+//!   through `/proc/self/clear_refs` before each backend when the kernel allows.
 //!
-//! Every timing is the median of `--reps` repetitions. The first call of the model (a short
+//! `--backend interp,jit` measures each backend in turn, in the same process. Every timing is the
+//! median of `--reps` repetitions. The first call of the model (a short
 //! prefill) is untimed, so page faults on the mapped weights are not counted. Token ids are a fixed
 //! pseudo-random sequence, the same the PyTorch comparison script (`benches/pytorch_compare.py`)
 //! uses.
@@ -41,12 +43,13 @@ pub struct BenchArgs {
     /// Worker threads (default: rayon's, one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
-    pub backend: BackendArg,
+    /// The backends to measure, in turn (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "interp")]
+    pub backend: Vec<BackendArg>,
     /// A spec file to use instead of the built-in one matching config.json's model_type.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object per backend (one a line) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -90,6 +93,7 @@ fn per_second(n: usize, d: Duration) -> f64 {
 /// Everything one `kiln bench` run measures.
 #[derive(Debug)]
 struct Report {
+    backend: BackendArg,
     model: String,
     parameters: usize,
     threads: usize,
@@ -104,20 +108,30 @@ pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
     if args.prefill == 0 || args.decode == 0 || args.reps == 0 {
         return Err(Error::Usage("--prefill, --decode and --reps must be at least 1".into()));
     }
-    let report = match args.threads {
-        None => measure(args)?,
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Error::Usage(format!("--threads {n}: {e}")))?
-            .install(|| measure(args))?,
+    let pool = match args.threads {
+        None => None,
+        Some(n) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::Usage(format!("--threads {n}: {e}")))?,
+        ),
     };
-    let text = if args.json { json(args, &report) } else { text(args, &report) };
-    out.write_all(text.as_bytes()).map_err(|source| Error::Io { path: "<stdout>".into(), source })
+    for &b in &args.backend {
+        // Best effort: the peak of one backend should not include the previous one's.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let report = match &pool {
+            None => measure(args, b)?,
+            Some(pool) => pool.install(|| measure(args, b))?,
+        };
+        let text = if args.json { json(args, &report) } else { text(args, &report) };
+        out.write_all(text.as_bytes()).map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
+    }
+    Ok(())
 }
 
-fn measure(args: &BenchArgs) -> Result<Report, Error> {
-    let options = LoadOptions { spec: args.spec.clone(), backend: backend(args.backend), ..LoadOptions::default() };
+fn measure(args: &BenchArgs, b: BackendArg) -> Result<Report, Error> {
+    let options = LoadOptions { spec: args.spec.clone(), backend: backend(b), ..LoadOptions::default() };
     let t = Instant::now();
     let first = Checkpoint::open(&args.model_dir)?;
     let open = t.elapsed();
@@ -168,6 +182,7 @@ fn measure(args: &BenchArgs) -> Result<Report, Error> {
         decode.push(t.elapsed());
     }
     Ok(Report {
+        backend: b,
         model: model.name().to_string(),
         parameters,
         threads: rayon::current_num_threads(),
@@ -186,11 +201,11 @@ fn backend_name(b: BackendArg) -> String {
 fn text(args: &BenchArgs, r: &Report) -> String {
     let (p, d) = (median(&r.prefill), median(&r.decode));
     let mut s = format!(
-        "kiln bench {}: {} ({:.1}M parameters), backend {}, {} threads\n",
+        "kiln bench {}: {} ({} parameters), backend {}, {} threads\n",
         args.model_dir.display(),
         r.model,
-        r.parameters as f64 / 1e6,
-        backend_name(args.backend),
+        if r.parameters >= 100_000 { format!("{:.1}M", r.parameters as f64 / 1e6) } else { r.parameters.to_string() },
+        backend_name(r.backend),
         r.threads
     );
     s += &format!("  open checkpoint  {:>10.1} ms\n", secs(r.open) * 1e3);
@@ -226,7 +241,7 @@ fn json(args: &BenchArgs, r: &Report) -> String {
         "model_dir": args.model_dir.display().to_string(),
         "model": r.model,
         "parameters": r.parameters,
-        "backend": backend_name(args.backend),
+        "backend": backend_name(r.backend),
         "threads": r.threads,
         "open_s": secs(r.open),
         "compile_s": secs(median(&r.compile)),
