@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 /// Kiln: a compiler and execution engine for recurrent language models written as TOML specs.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, long_about = None)]
+#[command(name = "kiln", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
