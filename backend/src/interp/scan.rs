@@ -53,14 +53,7 @@ pub(crate) fn run(
         let step = if scan.reverse { steps - 1 - i } else { i };
         let mut args: Vec<Option<Tensor<'_>>> = Vec::with_capacity(n);
         args.extend(carries.drain(..).map(Some));
-        for (seq, (elem, elem_len)) in sequences.iter().zip(&per_step) {
-            let data = seq
-                .data()
-                .sub(step * elem_len, *elem_len)
-                .ok_or_else(|| scan_err(format!("step {step} is outside a sequence operand")))?;
-            args.push(Some(Tensor::from_parts(elem.clone(), data)));
-        }
-        args.extend(constants.iter().map(|x| Some(x.view())));
+        step_args(&mut args, sequences, &per_step, step, constants).map_err(scan_err)?;
 
         let outs = run_plan(&scan.body, body_plan, args, t).map_err(|e| e.in_scan(at.node, Some(step)))?;
         let mut outs = outs.into_iter();
@@ -193,14 +186,7 @@ pub(crate) fn run_planned(
             args.extend(
                 outs[..c].iter().zip(&carry_dims).map(|(o, d)| Some(Tensor::from_parts(d.clone(), o.as_data()))),
             );
-            for (seq, (elem, elem_len)) in sequences.iter().zip(&per_step) {
-                let data = seq
-                    .data()
-                    .sub(step * elem_len, *elem_len)
-                    .ok_or_else(|| scan_err(format!("step {step} is outside a sequence operand")))?;
-                args.push(Some(Tensor::from_parts(elem.clone(), data)));
-            }
-            args.extend(constants.iter().map(|x| Some(x.view())));
+            step_args(&mut args, sequences, &per_step, step, constants).map_err(scan_err)?;
             planned::run_planned(&scan.body, body_plan, &layout, scratch, args, t)
                 .map_err(|e| e.in_scan(at.node, Some(step)))?
         };
@@ -217,5 +203,25 @@ pub(crate) fn run_planned(
             }
         }
     }
+    Ok(())
+}
+
+/// Appends a step's arguments after its carries: the `step`-th slice of every sequence (borrowed,
+/// shaped `per_step[k].0`), then the constants (borrowed).
+fn step_args<'a>(
+    args: &mut Vec<Option<Tensor<'a>>>,
+    sequences: &[&'a Tensor<'_>],
+    per_step: &[(Dims, usize)],
+    step: usize,
+    constants: &[&'a Tensor<'_>],
+) -> Result<(), String> {
+    for (seq, (elem, elem_len)) in sequences.iter().zip(per_step) {
+        let data = seq
+            .data()
+            .sub(step * elem_len, *elem_len)
+            .ok_or_else(|| format!("step {step} is outside a sequence operand"))?;
+        args.push(Some(Tensor::from_parts(elem.clone(), data)));
+    }
+    args.extend(constants.iter().map(|x| Some(x.view())));
     Ok(())
 }

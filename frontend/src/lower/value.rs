@@ -72,12 +72,7 @@ pub fn fold_binary(op: crate::expr::BinOp, a: &Val, b: &Val) -> Option<Result<Va
                     .map(Val::Int)
                     .ok_or_else(|| "integer overflow".into()),
                 Pow => Ok(Val::Float((x as f64).powf(y as f64))),
-                Eq => Ok(Val::Bool(x == y)),
-                Ne => Ok(Val::Bool(x != y)),
-                Lt => Ok(Val::Bool(x < y)),
-                Le => Ok(Val::Bool(x <= y)),
-                Gt => Ok(Val::Bool(x > y)),
-                Ge => Ok(Val::Bool(x >= y)),
+                Eq | Ne | Lt | Le | Gt | Ge => Ok(Val::Bool(compare(op, x, y))),
                 And | Or => Err("`and`/`or` take booleans".into()),
             })
         }
@@ -91,12 +86,7 @@ pub fn fold_binary(op: crate::expr::BinOp, a: &Val, b: &Val) -> Option<Result<Va
                 FloorDiv => Ok(Val::Float((x / y).floor())),
                 Rem => Ok(Val::Float(x - y * (x / y).floor())),
                 Pow => Ok(Val::Float(x.powf(y))),
-                Eq => Ok(Val::Bool(x == y)),
-                Ne => Ok(Val::Bool(x != y)),
-                Lt => Ok(Val::Bool(x < y)),
-                Le => Ok(Val::Bool(x <= y)),
-                Gt => Ok(Val::Bool(x > y)),
-                Ge => Ok(Val::Bool(x >= y)),
+                Eq | Ne | Lt | Le | Gt | Ge => Ok(Val::Bool(compare(op, x, y))),
                 And | Or => Err("`and`/`or` take booleans".into()),
             })
         }
@@ -118,6 +108,20 @@ pub fn fold_binary(op: crate::expr::BinOp, a: &Val, b: &Val) -> Option<Result<Va
             })
         }
         _ => None,
+    }
+}
+
+/// A comparison operator applied to two compile-time numbers (false for any other operator).
+fn compare<T: PartialOrd>(op: crate::expr::BinOp, x: T, y: T) -> bool {
+    use crate::expr::BinOp::*;
+    match op {
+        Eq => x == y,
+        Ne => x != y,
+        Lt => x < y,
+        Le => x <= y,
+        Gt => x > y,
+        Ge => x >= y,
+        _ => false,
     }
 }
 
