@@ -127,6 +127,8 @@ pub enum NodeErrorKind {
     Unfold { size: usize, len: usize },
     #[error("gather: index {index} is out of range for a table of {size} rows")]
     GatherIndex { index: i64, size: usize },
+    #[error("one_hot: index {index} is out of range for depth {depth}")]
+    OneHotIndex { index: i64, depth: usize },
     #[error("scan: {what}")]
     Scan { what: String },
     #[error("input `{name}` is not bound: {what}")]

@@ -172,6 +172,13 @@ impl Graph {
         self.outputs.push(Output { name: name.into(), value, role });
     }
 
+    /// Keeps only the outputs `keep` accepts (their values stay in the graph until dead-code
+    /// removes what nothing needs any more).
+    pub fn retain_outputs(&mut self, keep: impl FnMut(&Output) -> bool) {
+        self.plan = None;
+        self.outputs.retain(keep);
+    }
+
     pub fn node(&self, id: NodeId) -> &Node {
         &self.graph[id]
     }

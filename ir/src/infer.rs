@@ -253,6 +253,12 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
             let dims = ops[1].shape.dims().iter().chain(&ops[0].shape.dims()[1..]).copied();
             Ok(one(Type::new(ops[0].dtype, Shape::new(dims))))
         }
+        Op::OneHot { depth } => {
+            arity(op, ops, 1)?;
+            dtype(op, ops[0], DType::I64)?;
+            let dims = ops[0].shape.dims().iter().copied().chain([Dim::Fixed(*depth)]);
+            Ok(one(Type::f32(Shape::new(dims))))
+        }
         Op::Scan(scan) => infer_scan(scan, ops),
         Op::Fused(kernel) => kernel.result_types(ops),
         Op::FusedMatMul { transpose_rhs, epilogue } => {

@@ -50,6 +50,10 @@ pub enum Op {
     /// `gather(table, indices)`: rows of `table: [V, ..]` picked by `indices: i64[..]`,
     /// giving `[indices.., ..]`. An index outside `0..V` is an execution error.
     Gather,
+    /// `one_hot(indices)`: `i64[..]` becomes `f32[.., depth]`, 1 at each index and 0 elsewhere.
+    /// An index outside `0..depth` is an execution error. Losses pick target log-probabilities
+    /// with it, and the gradient of `gather` scatters through it.
+    OneHot { depth: usize },
     /// A loop over the leading axis of its sequence operands with carried values; see [`Scan`].
     Scan(Box<Scan>),
     /// Elementwise ops and last-axis reductions fused into one loop nest; see [`Kernel`].
@@ -286,6 +290,7 @@ impl Op {
             Op::Concat { .. } => "concat".into(),
             Op::Unfold { .. } => "unfold".into(),
             Op::Gather => "gather".into(),
+            Op::OneHot { .. } => "one_hot".into(),
             Op::Scan(s) => if s.reverse { "scan.reverse" } else { "scan" }.into(),
             Op::Fused(_) => "fused".into(),
             Op::FusedMatMul { .. } => "matmul.fused".into(),
@@ -319,6 +324,7 @@ impl fmt::Display for Attributes<'_> {
             }
             Op::Concat { axis } => write!(f, " {{axis = {axis}}}"),
             Op::Unfold { axis, size } => write!(f, " {{axis = {axis}, size = {size}}}"),
+            Op::OneHot { depth } => write!(f, " {{depth = {depth}}}"),
             Op::Scan(s) => {
                 write!(f, " {{carries = {}, sequences = {}, constants = {}}}", s.carries, s.sequences, s.constants)
             }

@@ -37,6 +37,7 @@ enum Key {
     Unfold(usize, usize),
     Gather,
     /// A scan by its attributes and its body's dump.
+    OneHot(usize),
     Scan {
         carries: usize,
         sequences: usize,
@@ -62,6 +63,7 @@ fn key(op: &Op) -> Option<Key> {
         Op::Concat { axis } => Key::Concat(*axis),
         Op::Unfold { axis, size } => Key::Unfold(*axis, *size),
         Op::Gather => Key::Gather,
+        Op::OneHot { depth } => Key::OneHot(*depth),
         Op::Scan(s) => Key::Scan {
             carries: s.carries,
             sequences: s.sequences,

@@ -3,6 +3,7 @@
 //! named, timed pipeline. [`default_pipeline`] is the list the runtime uses.
 
 pub mod algebraic;
+pub mod autodiff;
 pub mod const_fold;
 pub mod cse;
 pub mod dead_code;
@@ -17,6 +18,7 @@ pub mod shape_fold;
 mod testing;
 
 pub use algebraic::algebraic;
+pub use autodiff::{autodiff, backprop, loss_graph, training_graph, AutodiffError};
 pub use const_fold::const_fold;
 pub use cse::cse;
 pub use dead_code::dead_code;

@@ -139,6 +139,7 @@ pub(crate) fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize, dest: Dest<'_>) ->
         Op::Concat { axis } => shape_ops::concat(op, *axis, ops, dest),
         Op::Unfold { axis, size } => shape_ops::unfold(op, *axis, *size, ops, dest),
         Op::Gather => shape_ops::gather(op, ops, dest),
+        Op::OneHot { depth } => shape_ops::one_hot(op, *depth, ops, dest),
         Op::Reshape(_) | Op::Input(_) | Op::Scan(_) | Op::Fused(_) | Op::FusedMatMul { .. } => {
             Err(NodeErrorKind::Internal { what: format!("`{}` reached the generic kernel dispatch", op.mnemonic()) })
         }

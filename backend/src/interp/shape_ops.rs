@@ -221,6 +221,28 @@ pub(crate) fn gather(op: &Op, ops: &[&Tensor<'_>], dest: Dest<'_>) -> Result<Emi
     })
 }
 
+pub(crate) fn one_hot(op: &Op, depth: usize, ops: &[&Tensor<'_>], dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
+    arity(op, ops, 1)?;
+    expect_dtype(op, ops, 0, DType::I64)?;
+    let idx = ops[0].as_i64().unwrap_or_default();
+    let shape: Dims = ops[0].shape().iter().copied().chain([depth]).collect();
+    numel(&shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
+    let mut hot = Vec::with_capacity(idx.len());
+    for &i in idx {
+        match usize::try_from(i) {
+            Ok(h) if h < depth => hot.push(h),
+            _ => return Err(NodeErrorKind::OneHotIndex { index: i, depth }),
+        }
+    }
+    dest.emit_zeroed(shape, |out: &mut [f32]| {
+        if depth > 0 {
+            for (row, &h) in out.chunks_exact_mut(depth).zip(&hot) {
+                row[h] = 1.0;
+            }
+        }
+    })
+}
+
 /// A strided view of `x` copied to `dest`; an internal error if the view would read outside `x`
 /// (which the callers' checks rule out).
 fn strided(

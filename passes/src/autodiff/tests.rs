@@ -1,0 +1,1 @@
+//! Structural tests of the autodiff pass (numerical checks live in the workspace tests).
