@@ -24,6 +24,8 @@ pub enum Error {
     Jit(#[from] kiln_backend::jit::JitError),
     #[error(transparent)]
     Pass(#[from] kiln_passes::PassError),
+    #[error("cannot build the training step: {0}")]
+    Autodiff(#[from] kiln_passes::AutodiffError),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]
     Verify(#[from] kiln_ir::VerifyErrors),
     #[error("{path}: {source}")]

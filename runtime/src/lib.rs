@@ -14,6 +14,7 @@ pub mod cli;
 mod demo;
 pub mod error;
 pub mod generate;
+pub mod gradient;
 pub mod init;
 pub mod model;
 mod rng;
@@ -23,6 +24,7 @@ pub mod tokenizer;
 
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
+pub use gradient::{GradientOptions, GradientProgram, Trainable};
 pub use model::{compile_spec, compile_spec_with, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};
 pub use sample::{Sampler, SamplingOptions};
 pub use tokenizer::Tokenizer;

@@ -176,11 +176,33 @@ pub fn loss_graph(forward: &Graph) -> Result<Graph, AutodiffError> {
         .copied()
         .find(|&n| g.param(n).is_some_and(|p| p.role == ParamRole::Tokens))
         .ok_or(AutodiffError::NoTokens)?;
+    start_from_initial_states(&mut g)?;
     let loss = next_token_cross_entropy(&mut g, logits, Value::from(tokens))?;
     g.add_output("loss", loss, OutputRole::Result);
     g.retain_outputs(|o| o.name == "loss");
     g.name = format!("{}.train", forward.name);
     Ok(g)
+}
+
+/// Replaces every state input by its declared initial value: a training sequence is scored from
+/// a fresh state, as transformers does, and the state's next value is not an output.
+fn start_from_initial_states(g: &mut Graph) -> Result<(), AutodiffError> {
+    let states: Vec<(NodeId, f32)> = g
+        .inputs()
+        .iter()
+        .filter_map(|&n| match g.param(n).map(|p| p.role) {
+            Some(ParamRole::State { init }) => Some((n, init)),
+            _ => None,
+        })
+        .collect();
+    for (input, init) in states {
+        let shape = g.node(input).results[0].shape.clone();
+        let fill = Builder::new(g, input).fill(init, shape)?;
+        g.replace_all_uses(Value::from(input), fill);
+        g.remove_node(input);
+    }
+    g.retain_outputs(|o| o.role != OutputRole::State);
+    Ok(())
 }
 
 #[cfg(test)]
