@@ -25,7 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Pass(#[from] kiln_passes::PassError),
     #[error("cannot build the training step: {0}")]
-    Autodiff(#[from] kiln_passes::AutodiffError),
+    Autodiff(Box<kiln_passes::AutodiffError>),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]
     Verify(#[from] kiln_ir::VerifyErrors),
     #[error("{path}: {source}")]
@@ -46,6 +46,12 @@ pub enum Error {
     Tokenizer(String),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<kiln_passes::AutodiffError> for Error {
+    fn from(e: kiln_passes::AutodiffError) -> Error {
+        Error::Autodiff(Box::new(e))
+    }
 }
 
 impl Error {
