@@ -9,8 +9,8 @@ fn training_dumps(root: &Path, file: &Path) -> String {
     let name = file.strip_prefix(root).unwrap().display().to_string();
     let text = std::fs::read_to_string(file).unwrap();
     let spec = kiln_frontend::parse_spec(kiln_frontend::SourceFile::new(name, text)).unwrap_or_else(|e| panic!("{e}"));
-    let lowered = kiln_frontend::compile(&spec, &serde_json::json!({}), &Default::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let lowered =
+        kiln_frontend::compile(&spec, &serde_json::json!({}), &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let weights: Vec<String> = lowered
         .inputs()
         .iter()
@@ -28,7 +28,8 @@ fn training_dumps(root: &Path, file: &Path) -> String {
 #[test]
 fn training_graphs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<_> = std::fs::read_dir(root.join("tests/in/autodiff")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(root.join("tests/in/autodiff")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "toml")) {
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();

@@ -7,6 +7,10 @@ use kiln_runtime::{resolve_spec, Backend, GradientOptions, GradientProgram};
 use kiln_suite::{fixture, reference};
 
 fn program(name: &str, backend: Backend) -> GradientProgram {
+    program_with(name, GradientOptions { backend, ..Default::default() })
+}
+
+fn program_with(name: &str, options: GradientOptions) -> GradientProgram {
     let dir = fixture(name);
     let checkpoint = Checkpoint::open(&dir).unwrap();
     let spec = resolve_spec(checkpoint.config(), None).unwrap();
@@ -18,7 +22,7 @@ fn program(name: &str, backend: Backend) -> GradientProgram {
         .filter(|p| p.role == kiln_ir::ParamRole::Weight)
         .map(|p| p.name.clone())
         .collect();
-    GradientProgram::new(&lowered, checkpoint, &weights, &GradientOptions { backend, ..Default::default() }).unwrap()
+    GradientProgram::new(&lowered, checkpoint, &weights, &options).unwrap()
 }
 
 /// Mean next-token cross-entropy of reference logits, in f64.
@@ -53,6 +57,17 @@ fn check(name: &str) {
     for ((a, b), t) in grads.iter().zip(&jit_grads).zip(p.trainables()) {
         let err = kiln_suite::rel_err(b, a);
         assert!(err < 1e-4, "{name}: jit gradient of {} differs by {err:e}", t.name);
+    }
+
+    // Backpropagation in chunks gives the same loss and gradients.
+    for chunk in [5, 7] {
+        let chunked = program_with(name, GradientOptions { chunk: Some(chunk), ..Default::default() });
+        let (chunked_loss, chunked_grads) = chunked.loss_and_grad(&params, &r.tokens).unwrap();
+        assert!((chunked_loss - loss).abs() <= 1e-5 * loss.abs(), "{name}: chunked loss {chunked_loss} vs {loss}");
+        for ((a, b), t) in grads.iter().zip(&chunked_grads).zip(p.trainables()) {
+            let err = kiln_suite::rel_err(b, a);
+            assert!(err < 1e-5, "{name}: gradient of {} in chunks of {chunk} differs by {err:e}", t.name);
+        }
     }
 
     // Central differences at the largest-gradient element and two others of every weight.

@@ -51,8 +51,9 @@ pub enum Op {
     /// giving `[indices.., ..]`. An index outside `0..V` is an execution error.
     Gather,
     /// `one_hot(indices)`: `i64[..]` becomes `f32[.., depth]`, 1 at each index and 0 elsewhere.
-    /// An index outside `0..depth` is an execution error. Losses pick target log-probabilities
-    /// with it, and the gradient of `gather` scatters through it.
+    /// A negative index gives a row of zeros (an ignored target, like transformers' `-100`); an
+    /// index at or past `depth` is an execution error. Losses pick target log-probabilities with
+    /// it, and the gradient of `gather` scatters through it.
     OneHot { depth: usize },
     /// A loop over the leading axis of its sequence operands with carried values; see [`Scan`].
     Scan(Box<Scan>),
@@ -100,6 +101,10 @@ pub enum ParamRole {
     State { init: f32 },
     /// The `index`-th argument of a scan body.
     Argument { index: usize },
+    /// The adjoint of the graph output of the same name, supplied by the caller: a backward
+    /// graph run in pieces (chunked backpropagation through time) receives the adjoint of its
+    /// next state from the piece after it this way.
+    Cotangent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -275,6 +280,7 @@ impl Op {
                 ParamRole::Weight => "weight".into(),
                 ParamRole::State { .. } => "state".into(),
                 ParamRole::Argument { .. } => "arg".into(),
+                ParamRole::Cotangent => "cotangent".into(),
             },
             Op::Constant(_) => "const".into(),
             Op::Unary(u) => u.name().into(),

@@ -120,6 +120,7 @@ fn role_name(role: ParamRole) -> &'static str {
         ParamRole::Weight => "weight",
         ParamRole::State { .. } => "state",
         ParamRole::Argument { .. } => "scan argument",
+        ParamRole::Cotangent => "cotangent",
     }
 }
 

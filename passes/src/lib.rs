@@ -18,7 +18,7 @@ pub mod shape_fold;
 mod testing;
 
 pub use algebraic::algebraic;
-pub use autodiff::{autodiff, backprop, loss_graph, training_graph, AutodiffError};
+pub use autodiff::{autodiff, backprop, chunk_training_graph, loss_graph, training_graph, AutodiffError};
 pub use const_fold::const_fold;
 pub use cse::cse;
 pub use dead_code::dead_code;

@@ -15,7 +15,7 @@ use crate::model::Backend;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
 use kiln_backend::{Executable, Interpreter, Tensor};
-use kiln_ir::{Graph, ParamRole};
+use kiln_ir::{Graph, OutputRole, Param, ParamRole};
 use kiln_passes::PipelineOptions;
 use std::borrow::Cow;
 
@@ -41,21 +41,62 @@ impl Trainable {
 pub struct GradientOptions {
     pub backend: Backend,
     pub passes: PipelineOptions,
+    /// Backpropagate through sequences longer than this many tokens in chunks of it, keeping
+    /// only the states at chunk boundaries (see [`kiln_passes::chunk_training_graph`]): memory
+    /// bounded by one chunk, the forward pass run twice, the same gradients.
+    pub chunk: Option<usize>,
 }
 
 /// Where one input of a compiled graph comes from.
 #[derive(Debug)]
 enum Source {
     Tokens,
-    Frozen { name: String, shape: Vec<usize> },
+    /// The token each position predicts (chunk graphs).
+    Targets,
+    Frozen {
+        name: String,
+        shape: Vec<usize>,
+    },
     Trainable(usize),
-    State { shape: Vec<usize>, init: Vec<f32> },
+    /// The `index`-th state (in [`GradientProgram::states`] order), given by the caller.
+    State(usize),
+    /// The adjoint of the `index`-th state's next value, given by the caller.
+    Cotangent(usize),
+}
+
+/// What one run of a program is fed besides the frozen weights.
+struct Feed<'a> {
+    tokens: &'a [i64],
+    targets: &'a [i64],
+    params: &'a [Vec<f32>],
+    states: &'a [Vec<f32>],
+    cotangents: &'a [Vec<f32>],
+}
+
+/// One recurrent state of the model.
+#[derive(Clone, Debug)]
+struct StateSpec {
+    name: String,
+    shape: Vec<usize>,
+    init: f32,
+}
+
+/// The programs of chunked backpropagation.
+struct Chunked {
+    size: usize,
+    /// The model with only its next states as outputs (the forward sweep).
+    advance: Program,
+    /// The chunk training step.
+    step: Program,
 }
 
 /// One compiled graph and how to feed it.
 struct Program {
     graph: Graph,
     sources: Vec<Source>,
+    /// Shapes of the trainables and of the states, by index.
+    shapes: Vec<Vec<usize>>,
+    state_shapes: Vec<Vec<usize>>,
     executable: Box<dyn Executable + Send + Sync>,
 }
 
@@ -63,8 +104,10 @@ struct Program {
 pub struct GradientProgram {
     checkpoint: Checkpoint,
     trainables: Vec<Trainable>,
+    states: Vec<StateSpec>,
     train: Program,
     eval: Program,
+    chunked: Option<Chunked>,
 }
 
 impl std::fmt::Debug for GradientProgram {
@@ -83,13 +126,24 @@ impl GradientProgram {
         trainables: &[String],
         options: &GradientOptions,
     ) -> Result<GradientProgram, Error> {
-        let mut train = kiln_passes::training_graph(lowered, trainables)?;
-        let mut eval = kiln_passes::loss_graph(lowered)?;
-        for g in [&mut train, &mut eval] {
-            kiln_ir::verify(g)?;
-            kiln_passes::default_pipeline().run(g, &options.passes)?;
-            kiln_ir::verify(g)?;
-        }
+        let optimize = |mut g: Graph| -> Result<Graph, Error> {
+            kiln_ir::verify(&g)?;
+            kiln_passes::default_pipeline().run(&mut g, &options.passes)?;
+            kiln_ir::verify(&g)?;
+            Ok(g)
+        };
+        let train = optimize(kiln_passes::training_graph(lowered, trainables)?)?;
+        let eval = optimize(kiln_passes::loss_graph(lowered)?)?;
+        let states: Vec<StateSpec> = lowered
+            .inputs()
+            .iter()
+            .filter_map(|&n| match lowered.param(n) {
+                Some(Param { role: ParamRole::State { init }, name }) => {
+                    Some(StateSpec { name: name.clone(), shape: fixed_shape(lowered, n), init: *init })
+                }
+                _ => None,
+            })
+            .collect();
         let specs = trainables
             .iter()
             .map(|name| {
@@ -99,13 +153,23 @@ impl GradientProgram {
                     .copied()
                     .find(|&n| lowered.param(n).is_some_and(|p| p.role == ParamRole::Weight && p.name == *name))
                     .ok_or_else(|| Error::Usage(format!("the model has no weight named `{name}` to train")))?;
-                let shape = lowered.node(input).results[0].shape.dims().iter().filter_map(|d| d.fixed()).collect();
-                Ok(Trainable { name: name.clone(), shape })
+                Ok(Trainable { name: name.clone(), shape: fixed_shape(lowered, input) })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let train = Program::new(train, &specs, &checkpoint, options.backend)?;
-        let eval = Program::new(eval, &specs, &checkpoint, options.backend)?;
-        Ok(GradientProgram { checkpoint, trainables: specs, train, eval })
+        let build = |g: Graph| Program::new(g, &specs, &states, &checkpoint, options.backend);
+        let train = build(train)?;
+        let eval = build(eval)?;
+        let chunked = match options.chunk {
+            Some(0) => return Err(Error::Usage("the chunk length must be at least 1 token".into())),
+            Some(size) => {
+                let mut advance = lowered.clone();
+                advance.retain_outputs(|o| o.role == OutputRole::State);
+                let step = optimize(kiln_passes::chunk_training_graph(lowered, trainables)?)?;
+                Some(Chunked { size, advance: build(optimize(advance)?)?, step: build(step)? })
+            }
+            None => None,
+        };
+        Ok(GradientProgram { checkpoint, trainables: specs, states, train, eval, chunked })
     }
 
     pub fn trainables(&self) -> &[Trainable] {
@@ -124,7 +188,11 @@ impl GradientProgram {
 
     /// The loss of `tokens` and its gradient for every trainable, given their values `params`.
     pub fn loss_and_grad(&self, params: &[Vec<f32>], tokens: &[i64]) -> Result<(f32, Vec<Vec<f32>>), Error> {
-        let outputs = self.train.run(&self.checkpoint, &self.trainables, params, tokens)?;
+        self.check(params, tokens)?;
+        if let Some(chunked) = self.chunked.as_ref().filter(|c| tokens.len() > c.size) {
+            return self.chunked_loss_and_grad(chunked, params, tokens);
+        }
+        let outputs = self.train.run(&self.checkpoint, &self.feed(tokens, params))?;
         let mut loss = None;
         let mut grads: Vec<Option<Vec<f32>>> = vec![None; self.trainables.len()];
         for (o, data) in self.train.graph.outputs().iter().zip(outputs) {
@@ -147,24 +215,133 @@ impl GradientProgram {
 
     /// The loss of `tokens` alone.
     pub fn loss(&self, params: &[Vec<f32>], tokens: &[i64]) -> Result<f32, Error> {
-        let outputs = self.eval.run(&self.checkpoint, &self.trainables, params, tokens)?;
+        self.check(params, tokens)?;
+        let outputs = self.eval.run(&self.checkpoint, &self.feed(tokens, params))?;
         outputs.first().and_then(|l| l.first().copied()).ok_or_else(|| Error::MissingOutput("loss".into()))
     }
+
+    fn feed<'a>(&self, tokens: &'a [i64], params: &'a [Vec<f32>]) -> Feed<'a> {
+        Feed { tokens, targets: &[], params, states: &[], cotangents: &[] }
+    }
+
+    fn check(&self, params: &[Vec<f32>], tokens: &[i64]) -> Result<(), Error> {
+        if tokens.len() < 2 {
+            return Err(Error::Usage(format!(
+                "a training sequence needs at least 2 tokens (one to predict), got {}",
+                tokens.len()
+            )));
+        }
+        if params.len() != self.trainables.len() {
+            return Err(Error::Usage(format!(
+                "{} trainable tensors given, {} expected",
+                params.len(),
+                self.trainables.len()
+            )));
+        }
+        for (p, t) in params.iter().zip(&self.trainables) {
+            if p.len() != t.len() {
+                return Err(Error::Usage(format!(
+                    "trainable `{}` has {} values, its shape {:?} needs {}",
+                    t.name,
+                    p.len(),
+                    t.shape,
+                    t.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Backpropagation through time in chunks: a forward sweep keeping the state at every chunk
+    /// boundary, then the chunks from last to first, each passing its starting state's adjoint
+    /// to the one before it. Sums are divided by the number of predictions at the end.
+    fn chunked_loss_and_grad(
+        &self,
+        chunked: &Chunked,
+        params: &[Vec<f32>],
+        tokens: &[i64],
+    ) -> Result<(f32, Vec<Vec<f32>>), Error> {
+        let starts: Vec<usize> = (0..tokens.len()).step_by(chunked.size).collect();
+        let mut boundary: Vec<Vec<Vec<f32>>> =
+            vec![self.states.iter().map(|s| vec![s.init; s.shape.iter().product()]).collect()];
+        for &start in &starts[..starts.len() - 1] {
+            let piece = &tokens[start..start + chunked.size];
+            let last = boundary.last().map(Vec::as_slice).unwrap_or_default();
+            let feed = Feed { tokens: piece, targets: &[], params, states: last, cotangents: &[] };
+            let next = chunked.advance.run(&self.checkpoint, &feed)?;
+            boundary.push(self.states_by_name(&chunked.advance, next)?);
+        }
+
+        let mut cotangents: Vec<Vec<f32>> = self.states.iter().map(|s| vec![0.0; s.shape.iter().product()]).collect();
+        let mut loss_sum = 0f64;
+        let mut count = 0f64;
+        let mut grads: Vec<Vec<f32>> = self.trainables.iter().map(|t| vec![0.0; t.len()]).collect();
+        for (&start, states) in starts.iter().zip(&boundary).rev() {
+            let end = (start + chunked.size).min(tokens.len());
+            let targets: Vec<i64> = (start..end).map(|p| tokens.get(p + 1).copied().unwrap_or(-1)).collect();
+            let feed = Feed { tokens: &tokens[start..end], targets: &targets, params, states, cotangents: &cotangents };
+            let outputs = chunked.step.run(&self.checkpoint, &feed)?;
+            let mut next_cotangents = cotangents.clone();
+            for (o, data) in chunked.step.graph.outputs().iter().zip(outputs) {
+                let scalar = || data.first().copied().unwrap_or(f32::NAN) as f64;
+                if o.name == "loss_sum" {
+                    loss_sum += scalar();
+                } else if o.name == "count" {
+                    count += scalar();
+                } else if let Some(name) = o.name.strip_prefix("grad.") {
+                    if let Some(i) = self.trainables.iter().position(|t| t.name == name) {
+                        grads[i].iter_mut().zip(&data).for_each(|(g, d)| *g += d);
+                    }
+                } else if let Some(name) = o.name.strip_prefix("dstate.") {
+                    if let Some(i) = self.states.iter().position(|s| s.name == name) {
+                        next_cotangents[i] = data;
+                    }
+                }
+            }
+            cotangents = next_cotangents;
+        }
+        let scale = (1.0 / count) as f32;
+        grads.iter_mut().flatten().for_each(|g| *g *= scale);
+        Ok(((loss_sum / count) as f32, grads))
+    }
+
+    /// Orders a program's state outputs as [`GradientProgram::states`].
+    fn states_by_name(&self, program: &Program, outputs: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, Error> {
+        let mut by_name: Vec<Option<Vec<f32>>> = vec![None; self.states.len()];
+        for (o, data) in program.graph.outputs().iter().zip(outputs) {
+            if let Some(i) = self.states.iter().position(|s| s.name == o.name && o.role == OutputRole::State) {
+                by_name[i] = Some(data);
+            }
+        }
+        by_name
+            .into_iter()
+            .zip(&self.states)
+            .map(|(d, s)| d.ok_or_else(|| Error::MissingOutput(s.name.clone())))
+            .collect()
+    }
+}
+
+fn fixed_shape(graph: &Graph, input: kiln_ir::NodeId) -> Vec<usize> {
+    graph.node(input).results[0].shape.dims().iter().filter_map(|d| d.fixed()).collect()
 }
 
 impl Program {
     fn new(
         graph: Graph,
         trainables: &[Trainable],
+        states: &[StateSpec],
         checkpoint: &Checkpoint,
         backend: Backend,
     ) -> Result<Program, Error> {
+        let state_index = |name: &str| {
+            states.iter().position(|s| s.name == name).ok_or_else(|| Error::MissingOutput(format!("state `{name}`")))
+        };
         let mut sources = Vec::with_capacity(graph.inputs().len());
         for &input in graph.inputs() {
             let Some(param) = graph.param(input) else { continue };
-            let shape: Vec<usize> =
-                graph.node(input).results[0].shape.dims().iter().filter_map(|d| d.fixed()).collect();
+            let shape = fixed_shape(&graph, input);
             sources.push(match param.role {
+                ParamRole::Tokens if param.name == "targets" => Source::Targets,
                 ParamRole::Tokens => Source::Tokens,
                 ParamRole::Weight => match trainables.iter().position(|t| t.name == param.name) {
                     Some(i) => Source::Trainable(i),
@@ -179,10 +356,8 @@ impl Program {
                         Source::Frozen { name: param.name.clone(), shape }
                     }
                 },
-                ParamRole::State { init } => {
-                    let n = shape.iter().product();
-                    Source::State { shape, init: vec![init; n] }
-                }
+                ParamRole::State { .. } => Source::State(state_index(&param.name)?),
+                ParamRole::Cotangent => Source::Cotangent(state_index(&param.name)?),
                 ParamRole::Argument { .. } => {
                     return Err(Error::Usage("a top-level graph cannot take scan arguments".into()))
                 }
@@ -192,50 +367,34 @@ impl Program {
             Backend::Interpreter => Box::new(Interpreter::new(graph.clone())),
             Backend::Jit => Box::new(Jit::new(graph.clone(), &JitOptions::default())?),
         };
-        Ok(Program { graph, sources, executable })
+        let shapes = trainables.iter().map(|t| t.shape.clone()).collect();
+        let state_shapes = states.iter().map(|s| s.shape.clone()).collect();
+        Ok(Program { graph, sources, shapes, state_shapes, executable })
     }
 
-    fn run(
-        &self,
-        checkpoint: &Checkpoint,
-        trainables: &[Trainable],
-        params: &[Vec<f32>],
-        tokens: &[i64],
-    ) -> Result<Vec<Vec<f32>>, Error> {
-        if tokens.len() < 2 {
-            return Err(Error::Usage(format!(
-                "a training sequence needs at least 2 tokens (one to predict), got {}",
-                tokens.len()
-            )));
-        }
-        if params.len() != trainables.len() {
-            return Err(Error::Usage(format!(
-                "{} trainable tensors given, {} expected",
-                params.len(),
-                trainables.len()
-            )));
-        }
-        for (p, t) in params.iter().zip(trainables) {
-            if p.len() != t.len() {
-                return Err(Error::Usage(format!(
-                    "trainable `{}` has {} values, its shape {:?} needs {}",
-                    t.name,
-                    p.len(),
-                    t.shape,
-                    t.len()
-                )));
-            }
-        }
+    fn run(&self, checkpoint: &Checkpoint, feed: &Feed<'_>) -> Result<Vec<Vec<f32>>, Error> {
+        let missing = |what: &str| Error::Usage(format!("the training program needs {what}, which was not given"));
         let mut inputs = Vec::with_capacity(self.sources.len());
         for s in &self.sources {
             inputs.push(match s {
-                Source::Tokens => Tensor::borrowed_i64(&[tokens.len()], tokens)?,
+                Source::Tokens => Tensor::borrowed_i64(&[feed.tokens.len()], feed.tokens)?,
+                Source::Targets => Tensor::borrowed_i64(&[feed.targets.len()], feed.targets)?,
                 Source::Frozen { name, shape } => match checkpoint.tensor_f32(name, shape)? {
                     Cow::Borrowed(data) => Tensor::borrowed_f32(shape, data)?,
                     Cow::Owned(data) => Tensor::f32(shape, data)?,
                 },
-                Source::Trainable(i) => Tensor::borrowed_f32(&trainables[*i].shape, &params[*i])?,
-                Source::State { shape, init } => Tensor::borrowed_f32(shape, init)?,
+                Source::Trainable(i) => {
+                    let values = feed.params.get(*i).ok_or_else(|| missing("a trainable"))?;
+                    Tensor::borrowed_f32(&self.shapes[*i], values)?
+                }
+                Source::State(i) => {
+                    let values = feed.states.get(*i).ok_or_else(|| missing("a state"))?;
+                    Tensor::borrowed_f32(&self.state_shapes[*i], values)?
+                }
+                Source::Cotangent(i) => {
+                    let values = feed.cotangents.get(*i).ok_or_else(|| missing("a state's adjoint"))?;
+                    Tensor::borrowed_f32(&self.state_shapes[*i], values)?
+                }
             });
         }
         let outputs = self.executable.run(&inputs)?;

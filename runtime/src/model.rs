@@ -187,8 +187,11 @@ impl Model {
                     slots.push(StateSlot { name: param.name.clone(), shape, init });
                     Binding::State { index: slots.len() - 1 }
                 }
-                ParamRole::Argument { .. } => {
-                    return Err(Error::Usage("a top-level graph cannot take scan arguments".into()))
+                ParamRole::Argument { .. } | ParamRole::Cotangent => {
+                    return Err(Error::Usage(format!(
+                        "a model graph cannot take the {:?} input `{}`",
+                        param.role, param.name
+                    )))
                 }
             });
         }

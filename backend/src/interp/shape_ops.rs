@@ -227,17 +227,21 @@ pub(crate) fn one_hot(op: &Op, depth: usize, ops: &[&Tensor<'_>], dest: Dest<'_>
     let idx = ops[0].as_i64().unwrap_or_default();
     let shape: Dims = ops[0].shape().iter().copied().chain([depth]).collect();
     numel(&shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
+    // `None`: a negative (ignored) index, whose row stays zero.
     let mut hot = Vec::with_capacity(idx.len());
     for &i in idx {
         match usize::try_from(i) {
-            Ok(h) if h < depth => hot.push(h),
-            _ => return Err(NodeErrorKind::OneHotIndex { index: i, depth }),
+            Ok(h) if h < depth => hot.push(Some(h)),
+            Err(_) => hot.push(None),
+            Ok(_) => return Err(NodeErrorKind::OneHotIndex { index: i, depth }),
         }
     }
     dest.emit_zeroed(shape, |out: &mut [f32]| {
         if depth > 0 {
-            for (row, &h) in out.chunks_exact_mut(depth).zip(&hot) {
-                row[h] = 1.0;
+            for (row, h) in out.chunks_exact_mut(depth).zip(&hot) {
+                if let Some(h) = *h {
+                    row[h] = 1.0;
+                }
             }
         }
     })

@@ -15,6 +15,7 @@
 //! have no rules.
 
 mod build;
+pub mod chunked;
 pub mod loss;
 mod rules;
 mod scan;
@@ -25,7 +26,8 @@ use rules::Site;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
-pub use loss::next_token_cross_entropy;
+pub use chunked::chunk_training_graph;
+pub use loss::{cross_entropy_sum, next_token_cross_entropy};
 
 /// Why a graph could not be differentiated.
 #[derive(Debug, Error)]
