@@ -114,8 +114,11 @@ pub fn lora<T: LoraTemplate>(graph: &mut Graph, template: &mut T) -> Result<Vec<
             return Err(LoraError::Type { module: s.module, expected, found });
         }
         graph.replace_all_uses(s.product.into(), replacement);
-        graph.remove_node(s.product);
         done.push(Rewritten { module: s.module, weight: s.weight, product: s.product, replacement });
+    }
+    // Removed last, so that no node the rewrites create takes a removed product's id.
+    for d in &done {
+        graph.remove_node(d.product);
     }
     Ok(done)
 }

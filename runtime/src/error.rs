@@ -15,6 +15,8 @@ pub enum Error {
     Spec(#[from] Diagnostic),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// A weight the spec declares is missing or misshaped in the checkpoint.
     #[error("{source} (declared at {declared})")]
     Weight { source: CheckpointError, declared: String },

@@ -9,6 +9,7 @@
 //! # Ok::<(), kiln_runtime::Error>(())
 //! ```
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod cli;
 mod demo;
@@ -21,6 +22,7 @@ pub mod sample;
 pub mod specs;
 pub mod tokenizer;
 
+pub use adapter::{Adapter, AdapterConfig};
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
 pub use model::{compile_spec, compile_spec_with, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};

@@ -140,7 +140,7 @@ impl<'s> AdapterCompiler<'s> {
             *m |= rule.matches(module, t);
         }
         let spec = self.spec;
-        let mut frame = Frame::rewrite(&spec.file, &spec.rewrite.bindings, module);
+        let mut frame = Frame::rewrite(&spec.file, &spec.rewrite.bindings, format!("{} on {module}", spec.name));
         frame.vars.insert(spec.rewrite.params[0].name.clone(), Val::Tensor(x));
         frame.vars.insert(spec.rewrite.params[1].name.clone(), Val::Tensor(w));
         let mut created = Vec::with_capacity(spec.weights.len());
