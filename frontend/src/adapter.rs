@@ -44,6 +44,8 @@ pub struct TargetsDecl {
     pub loc: Location,
     /// The adapter_config.json key holding the list of target module names.
     pub key: String,
+    /// Where `key` is written (errors about the config's list point there).
+    pub key_loc: Location,
     /// The checkpoint name of a module's weight, with one `{module}` (`"{module}.weight"`).
     pub weight: String,
     pub rule: MatchRule,
@@ -185,7 +187,7 @@ fn targets_decl(r: &Reader, t: &DeTable<'_>, loc: Location) -> Result<TargetsDec
     let (mut key, mut weight, mut rule) = (None, None, None);
     for (k, v) in sorted(t) {
         match k.get_ref().as_ref() {
-            "key" => key = Some(r.string(v, "`key`")?),
+            "key" => key = Some((r.string(v, "`key`")?, r.loc(v.span()))),
             "weight" => weight = Some(template(r, v, "`weight`")?),
             "rule" => {
                 let s = r.string(v, "`rule`")?;
@@ -208,8 +210,10 @@ fn targets_decl(r: &Reader, t: &DeTable<'_>, loc: Location) -> Result<TargetsDec
         }
     }
     let missing = |what: &str| Diagnostic::at(&loc, format!("[targets] needs `{what}`"));
+    let (key, key_loc) = key.ok_or_else(|| missing("key"))?;
     Ok(TargetsDecl {
-        key: key.ok_or_else(|| missing("key"))?,
+        key,
+        key_loc,
         weight: weight.ok_or_else(|| missing("weight"))?,
         rule: rule.ok_or_else(|| missing("rule"))?,
         loc,

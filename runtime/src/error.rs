@@ -15,8 +15,9 @@ pub enum Error {
     Spec(#[from] Diagnostic),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Boxed: its variants carry several names and shapes.
     #[error(transparent)]
-    Adapter(#[from] crate::adapter::AdapterError),
+    Adapter(Box<crate::adapter::AdapterError>),
     /// A weight the spec declares is missing or misshaped in the checkpoint.
     #[error("{source} (declared at {declared})")]
     Weight { source: CheckpointError, declared: String },
@@ -46,6 +47,12 @@ pub enum Error {
     Tokenizer(String),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<crate::adapter::AdapterError> for Error {
+    fn from(e: crate::adapter::AdapterError) -> Error {
+        Error::Adapter(Box::new(e))
+    }
 }
 
 impl Error {

@@ -179,9 +179,6 @@ impl Model {
             &options.passes,
         )?;
         let (graph, adapter_weights) = (compiled.graph, compiled.adapter_weights);
-        if let Some(a) = adapter {
-            a.check_all_used(&adapter_weights)?;
-        }
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
         for &input in graph.inputs() {
@@ -211,6 +208,9 @@ impl Model {
                     return Err(Error::Usage("a top-level graph cannot take scan arguments".into()))
                 }
             });
+        }
+        if let Some(a) = adapter {
+            a.check_all_used(&adapter_weights)?;
         }
         let logits_index = graph
             .outputs()

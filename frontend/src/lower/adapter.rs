@@ -86,7 +86,7 @@ pub fn compile_adapter<'s>(
 /// The list of module names under `[targets] key`.
 fn target_names(spec: &AdapterSpec, config: &serde_json::Value) -> Result<Vec<String>, Diagnostic> {
     let key = &spec.targets.key;
-    let at = |message: String| Diagnostic::at(&spec.targets.loc, message);
+    let at = |message: String| Diagnostic::at(&spec.targets.key_loc, message).label("read from here");
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Err(at(format!("adapter_config.json has no `{key}`"))
             .help(format!("list the modules to adapt, e.g. \"{key}\": [\"key\", \"value\"]"))),

@@ -5,7 +5,7 @@
 
 use super::{AdapterConfig, AdapterError, AdapterWeight};
 use crate::{specs, Error};
-use kiln_frontend::{compile_adapter, AdapterCompiler, CompileOptions, Diagnostic, SpecFile};
+use kiln_frontend::{compile_adapter, AdapterCompiler, AdapterSpec, CompileOptions, Diagnostic, SpecFile};
 use kiln_ir::{Graph, Value};
 use kiln_passes::{DumpPoint, LoraError, LoraTemplate, PassReport, PipelineOptions, RunReport};
 use std::time::Instant;
@@ -39,9 +39,18 @@ impl LoraTemplate for SpecTemplate<'_, '_> {
 /// pass). Returns the adapter tensors it added and how many products it rewrote. Like peft, it is
 /// an error when no target names a module of the model.
 pub fn apply_adapter(graph: &mut Graph, config: &AdapterConfig) -> Result<(Vec<AdapterWeight>, usize), Error> {
-    let spec = specs::adapter_for_peft_type(&config.peft_type)?;
+    apply_adapter_spec(graph, &specs::adapter_for_peft_type(&config.peft_type)?, config)
+}
+
+/// [`apply_adapter`] with a given adapter spec instead of the built-in one for the config's
+/// `peft_type`.
+pub fn apply_adapter_spec(
+    graph: &mut Graph,
+    spec: &AdapterSpec,
+    config: &AdapterConfig,
+) -> Result<(Vec<AdapterWeight>, usize), Error> {
     let json = config.to_json();
-    let mut compiler = compile_adapter(&spec, &json)?;
+    let mut compiler = compile_adapter(spec, &json)?;
     let done = kiln_passes::lora(graph, &mut SpecTemplate(&mut compiler)).map_err(|e| match e {
         LoraError::Template(d) => Error::Spec(d),
         other => AdapterError::Rewrite(other.to_string()).into(),

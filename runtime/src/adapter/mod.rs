@@ -18,7 +18,7 @@ pub mod apply;
 mod config;
 mod error;
 
-pub use apply::{apply_adapter, compile_spec_adapted, lora_graph, Compiled};
+pub use apply::{apply_adapter, apply_adapter_spec, compile_spec_adapted, lora_graph, Compiled};
 pub use config::{AdapterConfig, SUPPORTED_PEFT_TYPES};
 pub use error::AdapterError;
 pub use kiln_frontend::{AdapterWeight, InitRule};
