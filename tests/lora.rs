@@ -114,45 +114,58 @@ fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-#[test]
-fn saved_adapters_load_back_unchanged() {
-    let dir = fixture("lora-mamba2");
-    let model = load(&dir, Adapter::open(&dir.join("adapter")).unwrap(), Backend::Interpreter);
-    let config = AdapterConfig::lora(4, 8.0, vec!["in_proj".into()]);
+/// A fresh adapter for fixture `name` with every B made nonzero, saved to a scratch directory
+/// (which `tests/fixtures/check_adapter.py` can load in peft).
+fn saved_fresh_adapter(name: &str, model: &Model, targets: &[&str]) -> (Adapter, std::path::PathBuf) {
+    let config = AdapterConfig::lora(4, 8.0, targets.iter().map(|t| t.to_string()).collect());
     let mut fresh = Adapter::init(config, model.adapter_weights(), 3);
     for w in model.adapter_weights() {
         let t = fresh.tensor_mut(&w.name).unwrap();
         for (i, v) in t.data.iter_mut().enumerate() {
-            *v += 0.01 * ((i % 7) as f32 - 3.0);
+            *v += 0.05 * ((i % 7) as f32 - 3.0);
         }
     }
-    let out = scratch("lora-roundtrip").join("adapter");
+    let out = scratch(&format!("lora-roundtrip-{name}")).join("adapter");
     fresh.save(&out, false).unwrap();
-    let back = Adapter::open(&out).unwrap();
+    (fresh, out)
+}
+
+#[test]
+fn saved_adapters_load_back_unchanged() {
     let stored = |a: &Adapter| a.tensors().map(|(n, t)| (n.to_string(), t.clone())).collect::<Vec<_>>();
-    assert_eq!(stored(&back), stored(&fresh));
-    assert_eq!(back.config().to_json(), fresh.config().to_json());
-    let saved = read_json(&out.join("adapter_config.json"));
-    assert_eq!(saved["peft_type"], "LORA");
-    assert_eq!(saved["task_type"], "CAUSAL_LM");
-    assert_eq!(saved["target_modules"], serde_json::json!(["in_proj"]));
-    let names: Vec<String> =
-        read_safetensors(&out.join("adapter_model.safetensors")).into_iter().map(|t| t.0).collect();
-    assert!(names.iter().all(|n| n.starts_with("base_model.model.") && !n.contains(".default.")), "{names:?}");
+    for (name, targets) in [
+        ("lora-rwkv4", &["key", "receptance", "value"][..]),
+        ("lora-mamba", &["in_proj", "x_proj"]),
+        ("lora-mamba2", &["in_proj"]),
+    ] {
+        let dir = fixture(name);
+        let model = load(&dir, Adapter::open(&dir.join("adapter")).unwrap(), Backend::Interpreter);
+        let (fresh, out) = saved_fresh_adapter(name, &model, targets);
+        let back = Adapter::open(&out).unwrap();
+        assert_eq!(stored(&back), stored(&fresh));
+        assert_eq!(back.config().to_json(), fresh.config().to_json());
+        let saved = read_json(&out.join("adapter_config.json"));
+        assert_eq!(saved["peft_type"], "LORA");
+        assert_eq!(saved["task_type"], "CAUSAL_LM");
+        let names: Vec<String> =
+            read_safetensors(&out.join("adapter_model.safetensors")).into_iter().map(|t| t.0).collect();
+        assert!(names.iter().all(|n| n.starts_with("base_model.model.") && !n.contains(".default.")), "{names:?}");
 
-    // Saving again needs `force`, and leaves the adapter whole either way.
-    let e = fresh.save(&out, false).unwrap_err();
-    let shown = e.to_string().replace(&out.display().to_string(), "<dir>");
-    insta::assert_snapshot!(shown, @"<dir> already holds an adapter; pass force to overwrite it");
-    back.save(&out, true).unwrap();
-    assert_eq!(stored(&Adapter::open(&out).unwrap()), stored(&fresh));
+        // A loaded model takes new adapter values in place, as a training step needs.
+        let (tokens, peft) = lora_reference(&dir);
+        let mut model = model;
+        model.set_adapter(&back).unwrap();
+        let reloaded = load(&dir, back.clone(), Backend::Interpreter);
+        let updated = logits(&model, &tokens);
+        assert_eq!(updated, logits(&reloaded, &tokens));
+        assert!(rel_err(&updated, &peft) > 1e-2, "{name}: the new values changed nothing");
 
-    // A loaded model takes new adapter values in place, as a training step needs.
-    let (tokens, _) = lora_reference(&dir);
-    let mut model = model;
-    model.set_adapter(&back).unwrap();
-    let reloaded = load(&dir, back, Backend::Interpreter);
-    assert_eq!(logits(&model, &tokens), logits(&reloaded, &tokens));
+        // Saving again needs `force`, and leaves the adapter whole either way.
+        let e = fresh.save(&out, false).unwrap_err();
+        assert_eq!(e.to_string(), format!("{} already holds an adapter; pass force to overwrite it", out.display()));
+        back.save(&out, true).unwrap();
+        assert_eq!(stored(&Adapter::open(&out).unwrap()), stored(&fresh));
+    }
 }
 
 #[test]
@@ -165,4 +178,36 @@ fn adapter_tensors_can_be_built_in_memory() {
         built.tensors().map(|(n, t)| (n.to_string(), t.clone())).collect::<Vec<(String, AdapterTensor)>>(),
         opened.tensors().map(|(n, t)| (n.to_string(), t.clone())).collect::<Vec<_>>()
     );
+}
+
+fn kiln(args: &[&str]) -> String {
+    let mut out = Vec::new();
+    kiln_runtime::cli::run(std::iter::once("kiln").chain(args.iter().copied()), &mut out)
+        .unwrap_or_else(|e| panic!("kiln {}: {}", args.join(" "), e.render()));
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn the_command_line_takes_an_adapter() {
+    let dir = fixture("lora-rwkv4");
+    let (m, a) = (dir.to_str().unwrap(), dir.join("adapter"));
+    let a = a.to_str().unwrap();
+    let (tokens, expected) = lora_reference(&dir);
+    let ids = tokens.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let path = scratch("lora-cli").join("logits.safetensors");
+    let p = path.to_str().unwrap();
+    kiln(&["forward", m, "--adapter", a, "--tokens", &ids, "--out", p, "--backend", "jit"]);
+    let written = read_safetensors(&path);
+    assert_eq!(written[1].0, "tokens");
+    assert_eq!(written[1].1.i64, tokens);
+    assert!(rel_err(&written[0].1.f32, &expected) < TOLERANCE);
+
+    let after = kiln(&["dump", m, "--adapter", a, "--after", "lora"]);
+    let rewritten = after.lines().filter(|l| l.contains("(lora on rwkv.blocks.0.feed_forward.key)")).count();
+    assert_eq!(rewritten, 7, "three products, a constant, a broadcast, a mul and an add:\n{after}");
+    let timings = kiln(&["dump", m, "--adapter", a, "--timings"]);
+    assert!(timings.lines().any(|l| l.starts_with("lora ") && l.split_whitespace().nth(1) == Some("12")), "{timings}");
+
+    let generated = kiln(&["generate", m, "--adapter", a, "--tokens", "1,2", "--max-new", "3", "--temperature", "0"]);
+    assert_eq!(generated.split_whitespace().count(), 5, "{generated}");
 }

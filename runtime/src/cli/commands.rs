@@ -129,7 +129,13 @@ fn forward(
             first
         }
     };
-    checkpoint::save(path, &[("logits", &[logits.tokens, logits.vocab], TensorData::F32(&logits.data))])?;
+    checkpoint::save(
+        path,
+        &[
+            ("logits", &[logits.tokens, logits.vocab], TensorData::F32(&logits.data)),
+            ("tokens", &[tokens.len()], TensorData::I64(tokens)),
+        ],
+    )?;
     writeln!(out, "wrote logits [{}, {}] to {}", logits.tokens, logits.vocab, path.display()).map_err(io(path))
 }
 

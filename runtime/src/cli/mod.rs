@@ -40,7 +40,8 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run tokens through a model and write their logits (safetensors, `logits`: f32 [T, vocab]).
+    /// Run tokens through a model and write their logits (safetensors: `logits` f32 [T, vocab]
+    /// and the `tokens` i64 [T] they are for).
     Forward {
         /// A model directory as `save_pretrained` writes it (config.json + model.safetensors).
         model_dir: PathBuf,
