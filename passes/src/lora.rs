@@ -23,8 +23,8 @@ use thiserror::Error;
 
 /// The pass's name in the pass manager's style (it is run by hand, before the pipeline).
 pub const NAME: &str = "lora";
-/// What the pass does, as `kiln dump --passes` would describe it.
-pub const DESCRIPTION: &str = "rewrite the products of the adapter's target weights (not in the default pipeline)";
+/// What the pass does, as `kiln dump --passes` describes it (it is not in the default pipeline).
+pub const DESCRIPTION: &str = "rewrite the products of the adapter's target weights with the adapter spec";
 
 /// What the pass needs from an adapter.
 pub trait LoraTemplate {

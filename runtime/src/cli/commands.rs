@@ -215,6 +215,7 @@ fn list_passes(out: &mut dyn Write) -> Result<(), Error> {
         let required = if p.required { "required" } else { "optional" };
         text += &format!("{:>3}. {:width$}  {required}  {}\n", i + 1, p.name, p.description);
     }
+    text += &format!("with --adapter, `{}` runs first: {}\n", kiln_passes::lora::NAME, kiln_passes::lora::DESCRIPTION);
     out.write_all(text.as_bytes()).map_err(io(Path::new("<stdout>")))
 }
 
