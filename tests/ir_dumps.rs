@@ -35,3 +35,29 @@ fn mamba() {
 fn mamba2() {
     insta::assert_snapshot!("mamba2", dump("mamba2.toml", "mamba2-g2"));
 }
+
+/// The tiny model of `tests/in/adapters/` with LoRA on `q_proj` and `o_proj` (r = 2, alpha = 4):
+/// the graph right after the `lora` pass, and after the whole pipeline.
+#[test]
+fn lora_tiny() {
+    use kiln_passes::{DumpPoint, PipelineOptions};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let spec = kiln_runtime::specs::parse_file(std::path::Path::new("tests/in/adapters/tiny.toml")).unwrap();
+    let config_path = std::path::Path::new(root).join("tests/in/adapters/tiny_adapter_config.json");
+    let json = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let adapter = kiln_runtime::AdapterConfig::from_json(&config_path, &json).unwrap();
+    let compile = |dump: Option<(String, DumpPoint)>| {
+        let passes = PipelineOptions { dump, ..PipelineOptions::default() };
+        kiln_runtime::adapter::compile_spec_adapted(
+            &spec,
+            &serde_json::json!({}),
+            &CompileOptions::default(),
+            Some(&adapter),
+            &passes,
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()))
+    };
+    let after_lora = compile(Some(("lora".into(), DumpPoint::After)));
+    insta::assert_snapshot!("lora_tiny_after_lora", after_lora.report.dump.unwrap());
+    insta::assert_snapshot!("lora_tiny", compile(None).graph.to_string());
+}

@@ -120,10 +120,11 @@ pub struct GraphDecl {
     pub bindings: Vec<Binding>,
 }
 
-type Entry<'a, 'i> = (&'a Spanned<std::borrow::Cow<'i, str>>, &'a Spanned<DeValue<'i>>);
+pub(crate) type Entry<'a, 'i> = (&'a Spanned<std::borrow::Cow<'i, str>>, &'a Spanned<DeValue<'i>>);
 
-struct Reader {
-    file: Arc<SourceFile>,
+/// Reads TOML values of one file into spec declarations (shared with the adapter format).
+pub(crate) struct Reader {
+    pub(crate) file: Arc<SourceFile>,
 }
 
 /// Parses a spec file. Errors name the file, line and column.
@@ -191,18 +192,18 @@ pub fn parse_spec(file: Arc<SourceFile>) -> Result<SpecFile, Diagnostic> {
 }
 
 /// Table entries in file order.
-fn sorted<'a, 'i>(t: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
+pub(crate) fn sorted<'a, 'i>(t: &'a DeTable<'i>) -> Vec<Entry<'a, 'i>> {
     let mut v: Vec<_> = t.iter().collect();
     v.sort_by_key(|(k, _)| k.span().start);
     v
 }
 
 impl Reader {
-    fn loc(&self, span: std::ops::Range<usize>) -> Location {
+    pub(crate) fn loc(&self, span: std::ops::Range<usize>) -> Location {
         Location::new(&self.file, span)
     }
 
-    fn ident(&self, key: &Spanned<std::borrow::Cow<'_, str>>) -> Result<Ident, Diagnostic> {
+    pub(crate) fn ident(&self, key: &Spanned<std::borrow::Cow<'_, str>>) -> Result<Ident, Diagnostic> {
         let name = key.get_ref().to_string();
         let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -220,7 +221,7 @@ impl Reader {
         Ok(Ident { name, loc: self.loc(key.span()) })
     }
 
-    fn table<'a, 'i>(
+    pub(crate) fn table<'a, 'i>(
         &self,
         key: &Spanned<std::borrow::Cow<'i, str>>,
         v: &'a Spanned<DeValue<'i>>,
@@ -231,7 +232,7 @@ impl Reader {
         })
     }
 
-    fn string(&self, v: &Spanned<DeValue<'_>>, what: &str) -> Result<String, Diagnostic> {
+    pub(crate) fn string(&self, v: &Spanned<DeValue<'_>>, what: &str) -> Result<String, Diagnostic> {
         v.get_ref().as_str().map(str::to_string).ok_or_else(|| {
             Diagnostic::at(&self.loc(v.span()), format!("{what} must be a string"))
                 .label(format!("found {}", v.get_ref().type_str()))
@@ -240,7 +241,7 @@ impl Reader {
 
     /// Parses a TOML value as an expression: strings hold expression text, numbers and booleans
     /// are literals, arrays are lists.
-    fn expr(&self, v: &Spanned<DeValue<'_>>) -> Result<Expr, Diagnostic> {
+    pub(crate) fn expr(&self, v: &Spanned<DeValue<'_>>) -> Result<Expr, Diagnostic> {
         let span = v.span();
         let lit = |kind| Ok(Expr { kind, span: span.clone() });
         match v.get_ref() {
@@ -295,7 +296,7 @@ impl Reader {
         span.start
     }
 
-    fn ident_list(&self, v: &Spanned<DeValue<'_>>) -> Result<Vec<Ident>, Diagnostic> {
+    pub(crate) fn ident_list(&self, v: &Spanned<DeValue<'_>>) -> Result<Vec<Ident>, Diagnostic> {
         let items = v.get_ref().as_array().ok_or_else(|| {
             Diagnostic::at(&self.loc(v.span()), "expected a list of names")
                 .label(format!("found {}", v.get_ref().type_str()))
@@ -326,7 +327,7 @@ impl Reader {
         Ok(info)
     }
 
-    fn unknown_key(
+    pub(crate) fn unknown_key(
         &self,
         k: &Spanned<std::borrow::Cow<'_, str>>,
         name: &str,
@@ -341,7 +342,11 @@ impl Reader {
         d.note(format!("expected one of: {}", known.join(", ")))
     }
 
-    fn param(&self, k: &Spanned<std::borrow::Cow<'_, str>>, v: &Spanned<DeValue<'_>>) -> Result<ParamDecl, Diagnostic> {
+    pub(crate) fn param(
+        &self,
+        k: &Spanned<std::borrow::Cow<'_, str>>,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Result<ParamDecl, Diagnostic> {
         let name = self.ident(k)?;
         let Some(t) = v.get_ref().as_table() else {
             return Ok(ParamDecl { name, key: None, default: Some(self.expr(v)?) });
@@ -419,7 +424,7 @@ impl Reader {
     }
 
     /// Splits a table into reserved keys (handled by `reserved`) and bindings.
-    fn bindings<T>(
+    pub(crate) fn bindings<T>(
         &self,
         t: &DeTable<'_>,
         reserved: &[&str],

@@ -1,6 +1,7 @@
 //! Kiln's passes over the IR. Each pass is a free function in its own module that takes a
 //! graph and leaves it valid (the verifier holds before and after); [`manager`] runs them as a
-//! named, timed pipeline. [`default_pipeline`] is the list the runtime uses.
+//! named, timed pipeline. [`default_pipeline`] is the list the runtime uses. [`lora`] applies an
+//! adapter before it and is not in that list (it needs the adapter).
 
 pub mod algebraic;
 pub mod autodiff;
@@ -10,6 +11,7 @@ pub mod dead_code;
 pub mod error;
 pub mod fuse_elementwise;
 pub mod fuse_matmul;
+pub mod lora;
 pub mod manager;
 pub mod memory_plan;
 pub mod rewrite;
@@ -25,6 +27,7 @@ pub use dead_code::dead_code;
 pub use error::PassError;
 pub use fuse_elementwise::fuse_elementwise;
 pub use fuse_matmul::fuse_matmul;
+pub use lora::{lora, LoraError, LoraTemplate};
 pub use manager::{DumpPoint, Pass, PassReport, Pipeline, PipelineOptions, RunReport};
 pub use memory_plan::memory_plan;
 pub use shape_fold::shape_fold;

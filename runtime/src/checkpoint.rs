@@ -8,7 +8,8 @@
 //! (the usual case), converted from F16, BF16 or F64 (or copied, if unaligned) otherwise. Shapes
 //! are checked strictly against what the spec declares.
 //!
-//! [`save`] and [`save_f32`] write safetensors files atomically.
+//! [`save`] and [`save_f32`] write safetensors files atomically, and [`write_atomically`] any
+//! other file. [`read_tensors_f32`] reads a whole safetensors file on its own (an adapter's).
 //!
 //! Tied weights are not resolved here: `save_pretrained` drops a tied `lm_head.weight`, and the
 //! model spec decides what to use instead (see [`Checkpoint::contains`]).
@@ -28,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::CheckpointError;
 pub use safetensors::Dtype;
-pub use save::{save, save_f32, TensorData};
+pub use save::{save, save_f32, write_atomically, TensorData};
 
 use shard::Shard;
 
@@ -183,26 +184,44 @@ impl Checkpoint {
                 expected: expected_shape.to_vec(),
             });
         }
-        let bytes = &shard.mmap[entry.range.clone()];
-        Ok(match entry.info.dtype {
-            Dtype::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
-                Ok(values) if cfg!(target_endian = "little") => Cow::Borrowed(values),
-                _ => convert::<4>(bytes, f32::from_le_bytes),
-            },
-            Dtype::F16 => convert::<2>(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-            Dtype::BF16 => convert::<2>(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
-            // Rounding to the nearest f32 is the intent.
-            #[allow(clippy::cast_possible_truncation)]
-            Dtype::F64 => convert::<8>(bytes, |b| f64::from_le_bytes(b) as f32),
-            dtype => {
-                return Err(CheckpointError::UnsupportedDtype {
-                    name: name.to_string(),
-                    file: shard.file_name.clone(),
-                    dtype,
-                })
-            }
-        })
+        decode_f32(&shard.mmap[entry.range.clone()], entry.info.dtype, name, &shard.file_name)
     }
+}
+
+/// A tensor read into memory: name, shape, values.
+pub type OwnedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Every tensor of one safetensors file (an adapter's weights), in name order, as owned `f32`s
+/// with their shapes. The file is mapped and validated like a checkpoint's, and converted from
+/// F16, BF16 or F64 like [`Checkpoint::tensor_f32`].
+pub fn read_tensors_f32(path: &Path) -> Result<Vec<OwnedTensor>, CheckpointError> {
+    let file_name = path.display().to_string();
+    let shard = shard::open(path, file_name.clone())?;
+    let mut out = Vec::with_capacity(shard.tensors.len());
+    for (name, info, range) in &shard.tensors {
+        let data = decode_f32(&shard.mmap[range.clone()], info.dtype, name, &file_name)?.into_owned();
+        out.push((name.clone(), info.shape.clone(), data));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A stored tensor's bytes as `f32`s: borrowed when they are aligned little-endian F32.
+fn decode_f32<'a>(bytes: &'a [u8], dtype: Dtype, name: &str, file: &str) -> Result<Cow<'a, [f32]>, CheckpointError> {
+    Ok(match dtype {
+        Dtype::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            Ok(values) if cfg!(target_endian = "little") => Cow::Borrowed(values),
+            _ => convert::<4>(bytes, f32::from_le_bytes),
+        },
+        Dtype::F16 => convert::<2>(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => convert::<2>(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
+        // Rounding to the nearest f32 is the intent.
+        #[allow(clippy::cast_possible_truncation)]
+        Dtype::F64 => convert::<8>(bytes, |b| f64::from_le_bytes(b) as f32),
+        dtype => {
+            return Err(CheckpointError::UnsupportedDtype { name: name.to_string(), file: file.to_string(), dtype })
+        }
+    })
 }
 
 /// Decodes little-endian `N`-byte elements.
@@ -213,7 +232,7 @@ fn convert<const N: usize>(bytes: &[u8], decode: impl Fn([u8; N]) -> f32) -> Cow
 }
 
 /// Parses a JSON file, reporting errors as `file:line:column`.
-fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value, CheckpointError> {
+pub(crate) fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value, CheckpointError> {
     serde_json::from_str(text).map_err(|e| {
         let (line, column) = (e.line(), e.column());
         let full = e.to_string();

@@ -15,6 +15,9 @@ pub enum Error {
     Spec(#[from] Diagnostic),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Boxed: its variants carry several names and shapes.
+    #[error(transparent)]
+    Adapter(Box<crate::adapter::AdapterError>),
     /// A weight the spec declares is missing or misshaped in the checkpoint.
     #[error("{source} (declared at {declared})")]
     Weight { source: CheckpointError, declared: String },
@@ -51,6 +54,12 @@ pub enum Error {
 impl From<kiln_passes::AutodiffError> for Error {
     fn from(e: kiln_passes::AutodiffError) -> Error {
         Error::Autodiff(Box::new(e))
+    }
+}
+
+impl From<crate::adapter::AdapterError> for Error {
+    fn from(e: crate::adapter::AdapterError) -> Error {
+        Error::Adapter(Box::new(e))
     }
 }
 

@@ -9,6 +9,7 @@
 //! # Ok::<(), kiln_runtime::Error>(())
 //! ```
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod cli;
 mod demo;
@@ -22,6 +23,7 @@ pub mod sample;
 pub mod specs;
 pub mod tokenizer;
 
+pub use adapter::{Adapter, AdapterConfig};
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
 pub use gradient::{GradientOptions, GradientProgram, Trainable};

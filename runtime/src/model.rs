@@ -4,6 +4,7 @@
 //! The caller holds the recurrent [`State`]: running `tokens[..k]` and then `tokens[k..]` with the
 //! state returned by the first call gives the same logits as one run over all tokens.
 
+use crate::adapter::{compile_spec_adapted, Adapter, AdapterWeight};
 use crate::checkpoint::Checkpoint;
 use crate::specs;
 use crate::Error;
@@ -34,6 +35,9 @@ pub struct LoadOptions {
     pub compile: CompileOptions,
     /// Which passes run (and which are disabled) after lowering.
     pub passes: PipelineOptions,
+    /// An adapter (LoRA) applied to the model: its rewrite runs before the passes, its tensors
+    /// are bound from it and every other weight from the checkpoint.
+    pub adapter: Option<Adapter>,
 }
 
 /// Compiles a spec for a config: lowering, the default pass pipeline, verification.
@@ -48,11 +52,7 @@ pub fn compile_spec_with(
     options: &CompileOptions,
     passes: &PipelineOptions,
 ) -> Result<(Graph, RunReport), Error> {
-    let mut graph = kiln_frontend::compile(spec, config, options)?;
-    kiln_ir::verify(&graph)?;
-    let report = kiln_passes::default_pipeline().run(&mut graph, passes)?;
-    kiln_ir::verify(&graph)?;
-    Ok((graph, report))
+    compile_spec_adapted(spec, config, options, None, passes).map(|c| (c.graph, c.report))
 }
 
 /// The spec a model directory (or `--spec`) calls for.
@@ -78,6 +78,11 @@ enum Binding {
     /// A weight converted once at load (another dtype, or unaligned).
     Owned {
         shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    /// An adapter tensor, copied from the adapter (replaced by [`Model::set_adapter`]).
+    Adapter {
+        weight: AdapterWeight,
         data: Vec<f32>,
     },
     /// The `index`-th state tensor.
@@ -146,6 +151,7 @@ pub struct Model {
     executable: Box<dyn Executable + Send + Sync>,
     vocab: Option<usize>,
     logits_index: usize,
+    adapter_weights: Vec<AdapterWeight>,
 }
 
 impl std::fmt::Debug for Model {
@@ -162,38 +168,52 @@ impl Model {
         Model::with_spec(&spec, checkpoint, options)
     }
 
-    /// Compiles `spec` for `checkpoint` and binds its weights.
+    /// Compiles `spec` for `checkpoint` (and `options.adapter`) and binds its weights.
     pub fn with_spec(spec: &SpecFile, checkpoint: Checkpoint, options: &LoadOptions) -> Result<Model, Error> {
-        let (graph, _) = compile_spec_with(spec, checkpoint.config(), &options.compile, &options.passes)?;
+        let adapter = options.adapter.as_ref();
+        let compiled = compile_spec_adapted(
+            spec,
+            checkpoint.config(),
+            &options.compile,
+            adapter.map(Adapter::config),
+            &options.passes,
+        )?;
+        let (graph, adapter_weights) = (compiled.graph, compiled.adapter_weights);
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
         for &input in graph.inputs() {
             let Some(param) = graph.param(input) else { continue };
             let ty = &graph.node(input).results[0];
             let shape: Vec<usize> = ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
-            bindings.push(match param.role {
-                ParamRole::Tokens => Binding::Tokens,
-                ParamRole::Weight => match checkpoint.tensor_f32(&param.name, &shape).map_err(|source| match &graph
-                    .node(input)
-                    .origin
-                {
-                    Some(o) => Error::Weight { source, declared: o.to_string() },
-                    None => Error::Checkpoint(source),
+            let adapted = adapter_weights.iter().find(|w| w.name == param.name);
+            bindings.push(match (param.role, adapted, adapter) {
+                (ParamRole::Tokens, ..) => Binding::Tokens,
+                (ParamRole::Weight, Some(w), Some(a)) => {
+                    Binding::Adapter { weight: w.clone(), data: a.values_for(w)?.to_vec() }
+                }
+                (ParamRole::Weight, ..) => match checkpoint.tensor_f32(&param.name, &shape).map_err(|source| {
+                    match &graph.node(input).origin {
+                        Some(o) => Error::Weight { source, declared: o.to_string() },
+                        None => Error::Checkpoint(source),
+                    }
                 })? {
                     Cow::Borrowed(_) => Binding::Mapped { name: param.name.clone(), shape },
                     Cow::Owned(data) => Binding::Owned { shape, data },
                 },
-                ParamRole::State { init } => {
+                (ParamRole::State { init }, ..) => {
                     slots.push(StateSlot { name: param.name.clone(), shape, init });
                     Binding::State { index: slots.len() - 1 }
                 }
-                ParamRole::Argument { .. } | ParamRole::Cotangent => {
+                (ParamRole::Argument { .. } | ParamRole::Cotangent, ..) => {
                     return Err(Error::Usage(format!(
                         "a model graph cannot take the {:?} input `{}`",
                         param.role, param.name
                     )))
                 }
             });
+        }
+        if let Some(a) = adapter {
+            a.check_all_used(&adapter_weights)?;
         }
         let logits_index = graph
             .outputs()
@@ -205,7 +225,17 @@ impl Model {
             Backend::Interpreter => Box::new(Interpreter::new(graph.clone())),
             Backend::Jit => Box::new(Jit::new(graph.clone(), &JitOptions::default())?),
         };
-        Ok(Model { name: graph.name.clone(), graph, checkpoint, bindings, slots, executable, vocab, logits_index })
+        Ok(Model {
+            name: graph.name.clone(),
+            graph,
+            checkpoint,
+            bindings,
+            slots,
+            executable,
+            vocab,
+            logits_index,
+            adapter_weights,
+        })
     }
 
     /// The spec's model name.
@@ -220,6 +250,32 @@ impl Model {
 
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
+    }
+
+    /// The tensors the adapter's rewrite added (empty without an adapter): their names in the
+    /// graph and the adapter file, shapes, modules, initial-value rules and declarations.
+    pub fn adapter_weights(&self) -> &[AdapterWeight] {
+        &self.adapter_weights
+    }
+
+    /// Rebinds the adapter tensors from `adapter` (updated values of the adapter the model was
+    /// loaded with), checking that it holds exactly the tensors the model needs, at their shapes.
+    pub fn set_adapter(&mut self, adapter: &Adapter) -> Result<(), Error> {
+        adapter.check_all_used(&self.adapter_weights)?;
+        let mut fresh = Vec::new();
+        for b in &self.bindings {
+            if let Binding::Adapter { weight, .. } = b {
+                fresh.push(adapter.values_for(weight)?.to_vec());
+            }
+        }
+        let slots = self.bindings.iter_mut().filter_map(|b| match b {
+            Binding::Adapter { data, .. } => Some(data),
+            _ => None,
+        });
+        for (slot, values) in slots.zip(fresh) {
+            *slot = values;
+        }
+        Ok(())
     }
 
     /// Number of rows of the table token ids index (the vocabulary), when the graph has one.
@@ -262,6 +318,7 @@ impl Model {
                     Cow::Owned(data) => Tensor::f32(shape, data)?,
                 },
                 Binding::Owned { shape, data } => Tensor::borrowed_f32(shape, data)?,
+                Binding::Adapter { weight, data } => Tensor::borrowed_f32(&weight.shape, data)?,
                 Binding::State { index } => Tensor::borrowed_f32(&self.slots[*index].shape, &state.values[*index])?,
             });
         }

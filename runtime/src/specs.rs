@@ -1,7 +1,8 @@
 //! The model specs shipped with Kiln (`models/*.toml`, embedded at build time), and how a
-//! checkpoint's `config.json` picks one.
+//! checkpoint's `config.json` picks one; likewise the adapter specs, picked by an
+//! `adapter_config.json`'s `peft_type`.
 
-use kiln_frontend::{parse_spec, Diagnostic, SourceFile, SpecFile};
+use kiln_frontend::{parse_adapter_spec, parse_spec, AdapterSpec, Diagnostic, SourceFile, SpecFile};
 use std::path::Path;
 
 /// An embedded spec: file name and text.
@@ -41,4 +42,20 @@ pub fn for_model_type(model_type: &str) -> Result<SpecFile, crate::Error> {
         known.extend(ty);
     }
     Err(crate::Error::UnknownModelType { model_type: model_type.to_string(), known })
+}
+
+/// Every adapter spec in `models/`, with the `peft_type` it implements.
+pub const BUILTIN_ADAPTERS: &[(&str, BuiltinSpec)] =
+    &[("LORA", BuiltinSpec { file: "lora.toml", text: include_str!("../../models/lora.toml") })];
+
+/// The embedded adapter spec for `peft_type`.
+pub fn adapter_for_peft_type(peft_type: &str) -> Result<AdapterSpec, crate::Error> {
+    let Some((_, b)) = BUILTIN_ADAPTERS.iter().find(|(t, _)| *t == peft_type) else {
+        let known: Vec<&str> = BUILTIN_ADAPTERS.iter().map(|(t, _)| *t).collect();
+        return Err(crate::Error::Usage(format!(
+            "no adapter spec for peft_type `{peft_type}` (known: {})",
+            known.join(", ")
+        )));
+    };
+    Ok(parse_adapter_spec(SourceFile::new(format!("models/{}", b.file), b.text))?)
 }

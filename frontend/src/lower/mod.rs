@@ -8,6 +8,7 @@
 //! The resulting graph may contain dead nodes from unused bindings; the `dead-code` pass removes
 //! them. Every node records the spec location it came from.
 
+pub mod adapter;
 mod builtins;
 mod scope;
 mod structure;

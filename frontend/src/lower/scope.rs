@@ -126,6 +126,17 @@ impl<'s> Frame<'s> {
         f
     }
 
+    /// An adapter's rewrite of one matched product: it sees the adapter's hyperparameters, its
+    /// parameters (the product's operands), the adapter weights and its bindings, but not `T`
+    /// (a product may be inside a scan step).
+    /// `context` names the adapter and module in node origins.
+    pub fn rewrite(file: &'s Arc<SourceFile>, bindings: &'s [Binding], context: String) -> Frame<'s> {
+        let access = Access { params: true, global_weights: false, block_weights: None, t: false };
+        let mut f = Frame::new(file, bindings, access, "the rewrite");
+        f.context = Some(context.into());
+        f
+    }
+
     /// The frame global weight declarations are evaluated in: hyperparameters and global
     /// weights (so a tied head can say `else = "emb"`).
     pub fn weights(file: &'s Arc<SourceFile>) -> Frame<'s> {

@@ -1,4 +1,5 @@
-//! Writing safetensors files atomically (logits from the CLI, token tensors from tests).
+//! Writing files atomically: safetensors (logits from the CLI, adapters, token tensors from
+//! tests) and any other bytes (an adapter's JSON config).
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -115,6 +116,25 @@ pub fn save_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Resu
     let borrowed: Vec<_> =
         tensors.iter().map(|(name, shape, data)| (name.as_str(), shape.as_slice(), TensorData::F32(data))).collect();
     save(path, &borrowed)
+}
+
+/// Writes `bytes` to `path` atomically, like [`save`]: to a temporary file next to it, fsynced,
+/// then renamed over `path` (for JSON files written next to safetensors ones).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::InvalidSave { path: path.to_path_buf(), reason };
+    let (dir, tmp) = temp_path(path).ok_or_else(|| invalid("the path names no file".into()))?;
+    let io = |op, source| CheckpointError::Io { op, path: path.to_path_buf(), source };
+    let result = fs::write(&tmp, bytes)
+        .and_then(|()| OpenOptions::new().write(true).open(&tmp)?.sync_all())
+        .map_err(|e| io("write", e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io("write", e)));
+    if result.is_err() {
+        // Best effort: the temporary file may not exist, and the original error matters more.
+        let _ = fs::remove_file(&tmp);
+    } else if let Ok(d) = fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    result
 }
 
 /// The directory of `path` and a temporary file name next to it that no other writer uses.

@@ -1,11 +1,12 @@
 //! The implementation of each `kiln` command.
 
 use super::{BackendArg, Command, PassArgs};
+use crate::adapter::{self, compile_spec_adapted, Adapter, AdapterConfig};
 use crate::checkpoint::{self, TensorData};
 use crate::tokenizer::TextStream;
 use crate::{
-    compile_spec, compile_spec_with, generate, resolve_spec, specs, Backend, Error, GenerateOptions, LoadOptions,
-    Model, SamplingOptions, Tokenizer,
+    compile_spec, generate, resolve_spec, specs, Backend, Error, GenerateOptions, LoadOptions, Model, SamplingOptions,
+    Tokenizer,
 };
 use kiln_frontend::CompileOptions;
 use kiln_passes::{DumpPoint, PipelineOptions, RunReport};
@@ -14,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error> {
     match command {
-        Command::Forward { model_dir, tokens, split, spec, backend: b, out: path, force, passes } => {
-            let options = LoadOptions { spec, backend: backend(b), passes: pipeline(passes), ..LoadOptions::default() };
+        Command::Forward { model_dir, tokens, split, spec, adapter, backend: b, out: path, force, passes } => {
+            let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
+            let options =
+                LoadOptions { spec, backend: backend(b), passes: pipeline(passes), adapter, ..LoadOptions::default() };
             forward(&model_dir, &tokens, split, &options, &path, force, out)
         }
         Command::Generate {
@@ -30,11 +33,14 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             ignore_eos,
             ids,
             spec,
+            adapter,
             backend: b,
             passes,
         } => {
             let sampling = SamplingOptions { temperature, top_k, top_p, seed };
-            let options = LoadOptions { spec, backend: backend(b), passes: pipeline(passes), ..LoadOptions::default() };
+            let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
+            let options =
+                LoadOptions { spec, backend: backend(b), passes: pipeline(passes), adapter, ..LoadOptions::default() };
             let model = Model::load(&model_dir, &options)?;
             let tokenizer = Tokenizer::from_dir(&model_dir)?;
             let prompt = match (prompt, tokens, &tokenizer) {
@@ -60,7 +66,7 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             generate_cmd(&model, &prompt, &GenerateOptions { max_new, sampling, stop_at }, text, out)
         }
         Command::Dump { list_passes: true, .. } => list_passes(out),
-        Command::Dump { model_dir, spec, config, dot, after, before, passes, timings, list_passes: false } => {
+        Command::Dump { model_dir, spec, config, adapter, dot, after, before, passes, timings, list_passes: false } => {
             let at = match (after, before) {
                 (Some(name), _) => Some((name, DumpPoint::After)),
                 (None, Some(name)) => Some((name, DumpPoint::Before)),
@@ -68,7 +74,8 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             };
             // The verifier runs after every pass, so a broken graph names the pass that broke it.
             let options = PipelineOptions { disabled: passes.disable, verify_each: true, dump: at };
-            dump(model_dir, spec, config, dot, &options, timings, out)
+            let adapter = adapter.as_deref().map(adapter::read_config).transpose()?;
+            dump(model_dir, spec, config, adapter.as_ref(), dot, &options, timings, out)
         }
         Command::Check { spec, config } => check(&spec, config, out),
         Command::Demo { tokens, top } => crate::demo::run(tokens, top, out),
@@ -122,7 +129,13 @@ fn forward(
             first
         }
     };
-    checkpoint::save(path, &[("logits", &[logits.tokens, logits.vocab], TensorData::F32(&logits.data))])?;
+    checkpoint::save(
+        path,
+        &[
+            ("logits", &[logits.tokens, logits.vocab], TensorData::F32(&logits.data)),
+            ("tokens", &[tokens.len()], TensorData::I64(tokens)),
+        ],
+    )?;
     writeln!(out, "wrote logits [{}, {}] to {}", logits.tokens, logits.vocab, path.display()).map_err(io(path))
 }
 
@@ -151,17 +164,20 @@ pub(super) fn spec_and_config(
     Ok((spec, config))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dump(
     model_dir: Option<PathBuf>,
     spec: Option<PathBuf>,
     config: Option<PathBuf>,
+    adapter: Option<&AdapterConfig>,
     dot: bool,
     options: &PipelineOptions,
     timings: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let (spec, config) = spec_and_config(model_dir, spec, config)?;
-    let (graph, report) = compile_spec_with(&spec, &config, &CompileOptions::default(), options)?;
+    let compiled = compile_spec_adapted(&spec, &config, &CompileOptions::default(), adapter, options)?;
+    let (graph, report) = (compiled.graph, compiled.report);
     // With --before/--after the pipeline captured the graph at that point; otherwise it is the end.
     let graph = report.dump_graph.as_ref().unwrap_or(&graph);
     let text = if dot { kiln_ir::dot::to_dot(graph) } else { graph.to_string() };
@@ -199,6 +215,7 @@ fn list_passes(out: &mut dyn Write) -> Result<(), Error> {
         let required = if p.required { "required" } else { "optional" };
         text += &format!("{:>3}. {:width$}  {required}  {}\n", i + 1, p.name, p.description);
     }
+    text += &format!("with --adapter, `{}` runs first: {}\n", kiln_passes::lora::NAME, kiln_passes::lora::DESCRIPTION);
     out.write_all(text.as_bytes()).map_err(io(Path::new("<stdout>")))
 }
 

@@ -40,7 +40,8 @@ pub struct PassArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run tokens through a model and write their logits (safetensors, `logits`: f32 [T, vocab]).
+    /// Run tokens through a model and write their logits (safetensors: `logits` f32 [T, vocab]
+    /// and the `tokens` i64 [T] they are for).
     Forward {
         /// A model directory as `save_pretrained` writes it (config.json + model.safetensors).
         model_dir: PathBuf,
@@ -53,6 +54,9 @@ pub enum Command {
         /// A spec file to use instead of the built-in one matching config.json's model_type.
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
+        /// A peft adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
         backend: BackendArg,
         /// Where to write the logits.
@@ -97,6 +101,9 @@ pub enum Command {
         ids: bool,
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
+        /// A peft adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
         backend: BackendArg,
         #[command(flatten)]
@@ -112,6 +119,10 @@ pub enum Command {
         /// A config.json to compile the spec for.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Apply the adapter in DIR (only its adapter_config.json is read); `--after lora` shows
+        /// the graph right after its rewrite.
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
         /// Write Graphviz instead of the text dump.
         #[arg(long)]
         dot: bool,
@@ -127,7 +138,7 @@ pub enum Command {
         #[arg(long)]
         timings: bool,
         /// List the passes of the pipeline, in the order they run, instead of dumping a graph.
-        #[arg(long = "passes", conflicts_with_all = ["model_dir", "spec", "config", "dot", "after", "before", "timings"])]
+        #[arg(long = "passes", conflicts_with_all = ["model_dir", "spec", "config", "adapter", "dot", "after", "before", "timings"])]
         list_passes: bool,
     },
     /// Check a spec against a config without loading weights.

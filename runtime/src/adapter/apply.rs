@@ -1,0 +1,127 @@
+//! Applying an adapter to a model's graph: the adapter spec for the config's `peft_type`
+//! (`models/lora.toml`) is compiled for the config, and the `lora` pass rewrites the graph as
+//! lowered, before the default pipeline. The pass shows up first in the pipeline's report, and
+//! `--before lora` / `--after lora` dump around it.
+
+use super::{AdapterConfig, AdapterError, AdapterWeight};
+use crate::{specs, Error};
+use kiln_frontend::{compile_adapter, AdapterCompiler, AdapterSpec, CompileOptions, Diagnostic, SpecFile};
+use kiln_ir::{Graph, Value};
+use kiln_passes::{DumpPoint, LoraError, LoraTemplate, PassReport, PipelineOptions, RunReport};
+use std::time::Instant;
+
+/// A model compiled through the whole pipeline, with or without an adapter.
+#[derive(Debug)]
+pub struct Compiled {
+    pub graph: Graph,
+    /// What each pass did (the `lora` pass first, when there is an adapter), and any dump.
+    pub report: RunReport,
+    /// The tensors the adapter added, as the rewrite created them (before dead code was removed).
+    pub adapter_weights: Vec<AdapterWeight>,
+}
+
+/// The adapter spec's rewrite, as the `lora` pass asks for it.
+struct SpecTemplate<'a, 's>(&'a mut AdapterCompiler<'s>);
+
+impl LoraTemplate for SpecTemplate<'_, '_> {
+    type Error = Diagnostic;
+
+    fn target(&self, weight_name: &str) -> Option<String> {
+        self.0.target(weight_name)
+    }
+
+    fn expand(&mut self, graph: &mut Graph, module: &str, x: Value, weight: Value) -> Result<Value, Diagnostic> {
+        self.0.expand(graph, module, x, weight)
+    }
+}
+
+/// Applies the adapter described by `config` to `graph`, a model graph as lowered (before any
+/// pass). Returns the adapter tensors it added and how many products it rewrote. Like peft, it is
+/// an error when no target names a module of the model.
+pub fn apply_adapter(graph: &mut Graph, config: &AdapterConfig) -> Result<(Vec<AdapterWeight>, usize), Error> {
+    apply_adapter_spec(graph, &specs::adapter_for_peft_type(&config.peft_type)?, config)
+}
+
+/// [`apply_adapter`] with a given adapter spec instead of the built-in one for the config's
+/// `peft_type`.
+pub fn apply_adapter_spec(
+    graph: &mut Graph,
+    spec: &AdapterSpec,
+    config: &AdapterConfig,
+) -> Result<(Vec<AdapterWeight>, usize), Error> {
+    let json = config.to_json();
+    let mut compiler = compile_adapter(spec, &json)?;
+    let done = kiln_passes::lora(graph, &mut SpecTemplate(&mut compiler)).map_err(|e| match e {
+        LoraError::Template(d) => Error::Spec(d),
+        other => AdapterError::Rewrite(other.to_string()).into(),
+    })?;
+    if done.is_empty() {
+        return Err(AdapterError::NoTargetFound { targets: config.target_modules.clone() }.into());
+    }
+    kiln_ir::verify(graph)?;
+    Ok((compiler.weights().to_vec(), done.len()))
+}
+
+/// `spec` lowered for `model_config` with the adapter applied, before any other pass: the graph
+/// a trainer differentiates, and the adapter tensors it takes as weight inputs.
+pub fn lora_graph(
+    spec: &SpecFile,
+    model_config: &serde_json::Value,
+    options: &CompileOptions,
+    adapter: &AdapterConfig,
+) -> Result<(Graph, Vec<AdapterWeight>), Error> {
+    let mut graph = kiln_frontend::compile(spec, model_config, options)?;
+    kiln_ir::verify(&graph)?;
+    let (weights, _) = apply_adapter(&mut graph, adapter)?;
+    Ok((graph, weights))
+}
+
+/// Lowers `spec` for `config`, applies `adapter` if given, then runs the default pipeline with
+/// `passes`. `passes.dump` may name `lora` (the adapter's pass) as well as any pipeline pass.
+pub fn compile_spec_adapted(
+    spec: &SpecFile,
+    config: &serde_json::Value,
+    options: &CompileOptions,
+    adapter: Option<&AdapterConfig>,
+    passes: &PipelineOptions,
+) -> Result<Compiled, Error> {
+    let mut graph = kiln_frontend::compile(spec, config, options)?;
+    kiln_ir::verify(&graph)?;
+    let mut pipeline_options = passes.clone();
+    let mut report = RunReport::default();
+    let mut adapter_weights = Vec::new();
+    if let Some(adapter) = adapter {
+        if passes.disabled.iter().any(|d| d == kiln_passes::lora::NAME) {
+            return Err(Error::Usage(
+                "the lora pass applies the adapter and cannot be disabled; leave out the adapter instead".into(),
+            ));
+        }
+        let at = passes.dump.as_ref().filter(|(n, _)| n == kiln_passes::lora::NAME).map(|(_, p)| *p);
+        if at.is_some() {
+            pipeline_options.dump = None;
+        }
+        let capture = |report: &mut RunReport, graph: &Graph| {
+            report.dump = Some(graph.to_string());
+            report.dump_graph = Some(graph.clone());
+        };
+        if at == Some(DumpPoint::Before) {
+            capture(&mut report, &graph);
+        }
+        let start = Instant::now();
+        let (weights, changes) = apply_adapter(&mut graph, adapter)?;
+        let time = start.elapsed();
+        report.passes.push(PassReport { name: kiln_passes::lora::NAME, changes, time, skipped: false });
+        if at == Some(DumpPoint::After) {
+            capture(&mut report, &graph);
+        }
+        adapter_weights = weights;
+    }
+    let rest = kiln_passes::default_pipeline().run(&mut graph, &pipeline_options)?;
+    kiln_ir::verify(&graph)?;
+    report.passes.extend(rest.passes);
+    if report.dump.is_none() {
+        report.dump = rest.dump;
+        report.dump_graph = rest.dump_graph;
+    }
+    Ok(Compiled { graph, report, adapter_weights })
+}
