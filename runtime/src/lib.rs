@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cli;
 mod demo;
 pub mod error;
+pub mod finetune;
 pub mod generate;
 pub mod gradient;
 pub mod init;

@@ -1,0 +1,94 @@
+//! What a fine-tuning job trains, and its compiled training step: every weight of the model
+//! (full fine-tuning, or training from `kiln init` from scratch), or the tensors of a LoRA
+//! adapter on a frozen base (given, or freshly initialized as peft does).
+//!
+//! The model is lowered from its spec, the adapter's rewrite (if any) applied, and the result
+//! handed to [`GradientProgram`]; the starting values of the trainables come from the checkpoint
+//! (full) or the adapter (LoRA), in the program's trainable order.
+
+use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor};
+use crate::checkpoint::Checkpoint;
+use crate::gradient::{GradientOptions, GradientProgram};
+use crate::{resolve_spec, Error};
+use kiln_frontend::CompileOptions;
+use kiln_ir::ParamRole;
+use std::path::Path;
+
+/// What is trained.
+#[derive(Debug)]
+pub enum Tuning {
+    /// Every weight of the model.
+    Full,
+    /// The tensors of this adapter; the base model is frozen.
+    Adapter(Adapter),
+    /// A new LoRA adapter with this config, initialized as peft does (`A` uniform, `B` zero).
+    NewAdapter { config: AdapterConfig, seed: u64 },
+}
+
+/// A compiled training step with the trainables' starting values.
+#[derive(Debug)]
+pub struct Finetune {
+    pub program: GradientProgram,
+    pub params: Vec<Vec<f32>>,
+    /// The adapter being trained (its tensors are `params`), when not full fine-tuning.
+    pub adapter: Option<Adapter>,
+}
+
+impl Finetune {
+    /// Compiles the training step of the model in `dir` (its spec from `config.json`, or `spec`).
+    pub fn new(
+        dir: &Path,
+        spec_path: Option<&Path>,
+        tuning: Tuning,
+        options: &GradientOptions,
+    ) -> Result<Finetune, Error> {
+        let checkpoint = Checkpoint::open(dir)?;
+        let spec = resolve_spec(checkpoint.config(), spec_path)?;
+        let compile = CompileOptions::default();
+        match tuning {
+            Tuning::Full => {
+                let lowered = kiln_frontend::compile(&spec, checkpoint.config(), &compile)?;
+                let mut names: Vec<String> = Vec::new();
+                for p in lowered.inputs().iter().filter_map(|&n| lowered.param(n)) {
+                    if p.role == ParamRole::Weight && !names.contains(&p.name) {
+                        names.push(p.name.clone());
+                    }
+                }
+                let program = GradientProgram::new(&lowered, checkpoint, &names, options)?;
+                let params = program.checkpoint_values()?;
+                Ok(Finetune { program, params, adapter: None })
+            }
+            Tuning::Adapter(adapter) => {
+                let (lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, adapter.config())?;
+                let names: Vec<String> = weights.iter().map(|w| w.name.clone()).collect();
+                let program = GradientProgram::new(&lowered, checkpoint, &names, options)?;
+                let params = names
+                    .iter()
+                    .map(|n| {
+                        adapter.tensor(n).map(|t| t.data.clone()).ok_or_else(|| {
+                            Error::Usage(format!("the adapter has no tensor `{n}` for a product its targets match"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                Ok(Finetune { program, params, adapter: Some(adapter) })
+            }
+            Tuning::NewAdapter { config, seed } => {
+                let (_, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
+                let adapter = Adapter::init(config, &weights, seed);
+                Finetune::new(dir, spec_path, Tuning::Adapter(adapter), options)
+            }
+        }
+    }
+
+    /// The adapter with `params` written into its tensors (LoRA), ready to save.
+    pub fn trained_adapter(&self, params: &[Vec<f32>]) -> Option<Result<Adapter, Error>> {
+        let adapter = self.adapter.as_ref()?;
+        let tensors = self
+            .program
+            .trainables()
+            .iter()
+            .zip(params)
+            .map(|(t, p)| (t.name.clone(), AdapterTensor { shape: t.shape.clone(), data: p.clone() }));
+        Some(Adapter::from_tensors(adapter.config().clone(), tensors))
+    }
+}
