@@ -20,6 +20,7 @@ mod rng;
 pub mod sample;
 pub mod specs;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
