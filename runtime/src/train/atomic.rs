@@ -68,6 +68,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_replacement_keeps_the_destination_and_cleans_up() {
+        // Renaming a file over a non-empty directory fails after the bytes were written and
+        // synced: the destination must be untouched and the temporary file gone.
+        let dir = std::env::temp_dir().join(format!("kiln-atomic-fail-{}", std::process::id()));
+        let target = dir.join("state.safetensors");
+        fs::create_dir_all(target.join("inside")).unwrap();
+        assert!(write_atomically(&target, b"new").is_err());
+        assert!(target.join("inside").is_dir());
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.safetensors")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_missing_directory_is_an_error_naming_the_file() {
         let path = std::env::temp_dir().join("kiln-no-such-dir-3f9a").join("x.bin");
         let err = write_atomically(&path, b"x").unwrap_err();

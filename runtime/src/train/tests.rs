@@ -80,7 +80,9 @@ fn a_bigram_learns_shakespeare() {
     assert_eq!(records.len(), 301);
     assert_eq!((records[0].step, records[0].train_loss), (0, None));
     assert!((records[0].val_loss.unwrap() - uniform).abs() < 1e-6);
-    let val_steps: Vec<u64> = records.iter().filter(|r| r.val_loss.is_some()).map(|r| r.step).collect();
+    let curve: Vec<(u64, f64)> = records.iter().filter_map(|r| Some((r.step, r.val_loss?))).collect();
+    println!("bigram validation loss by step (ln V = {uniform:.4}): {curve:?}");
+    let val_steps: Vec<u64> = curve.iter().map(|&(step, _)| step).collect();
     assert_eq!(val_steps, vec![0, 100, 200, 300]);
     assert_eq!(records[1].lr, Some(0.0), "warmup starts at 0, as transformers' schedule");
     assert!(printed.starts_with("step 0: val loss 4.17"), "{printed}");
