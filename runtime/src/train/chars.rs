@@ -93,11 +93,16 @@ impl CharVocab {
         })
     }
 
-    /// Writes [`CharVocab::tokenizer_json`] to `path`, atomically.
-    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+    /// [`CharVocab::tokenizer_json`] as the text of a `tokenizer.json` file.
+    pub fn tokenizer_json_text(&self) -> Result<String, TrainError> {
         let text = serde_json::to_string_pretty(&self.tokenizer_json())
             .map_err(|e| TrainError::InvalidOption(format!("cannot serialize the vocabulary: {e}")))?;
-        write_atomically(path, format!("{text}\n").as_bytes())
+        Ok(format!("{text}\n"))
+    }
+
+    /// Writes [`CharVocab::tokenizer_json_text`] to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        write_atomically(path, self.tokenizer_json_text()?.as_bytes())
     }
 }
 
