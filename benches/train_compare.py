@@ -22,7 +22,9 @@ The issue's comparison: the 169M RWKV-4 shape, sequence 128, targets key,value,r
                 --lora-r 8 --lora-alpha 16 --targets key,value,receptance --seq-len 128 --batch 1 \
                 --steps 8 --warmup 0 --val-every 0 --save-every 0 --out /tmp/kiln-train-bench --force"
 
-Developer-only: needs torch, transformers and peft (never run in CI).
+Run it on a quiet machine: PyTorch's OpenMP threads spin at barriers, and with other work on the
+cores its steps were seen to take ten times as long (the script warns when the load average exceeds
+the thread count). Developer-only: needs torch, transformers and peft (never run in CI).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def torch_tokens_per_s(args: argparse.Namespace) -> dict:
     return {
         "tokens_per_s": n / median,
         "median_s": median,
+        "min_s": min(times),
         "trainable": sum(p.numel() for p in trainable),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
@@ -116,10 +119,15 @@ def main() -> None:
 
     torch = torch_tokens_per_s(args)
     print(
-        f"torch+peft: {torch['tokens_per_s']:.1f} tokens/s (median step {torch['median_s']:.3f} s over "
-        f"{args.steps} steps; batch {args.batch} x {args.seq_len} tokens; {torch['trainable']} LoRA parameters; "
-        f"{torch['threads']} threads; peak RSS {torch['peak_rss_mib']:.0f} MiB)"
+        f"torch+peft: {torch['tokens_per_s']:.1f} tokens/s (median step {torch['median_s']:.3f} s, fastest "
+        f"{torch['min_s']:.3f} s, over {args.steps} steps; batch {args.batch} x {args.seq_len} tokens; "
+        f"{torch['trainable']} LoRA parameters; {torch['threads']} threads; peak RSS {torch['peak_rss_mib']:.0f} MiB)"
     )
+    # PyTorch's OpenMP threads spin at barriers: with other work on the cores a step can take ten
+    # times as long, so say how busy the machine was.
+    load = os.getloadavg()[0]
+    if load > args.threads + 0.5:
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other work is running, the numbers are not reliable")
     if args.kiln:
         kiln = kiln_tokens_per_s(args.kiln, args.threads)
         print(f"kiln: {kiln:.1f} tokens/s")
