@@ -47,6 +47,8 @@ pub enum Error {
     MissingOutput(String),
     #[error("{0}")]
     Tokenizer(String),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     #[error("{0}")]
     Usage(String),
 }

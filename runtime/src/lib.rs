@@ -23,6 +23,7 @@ mod rng;
 pub mod sample;
 pub mod specs;
 pub mod tokenizer;
+pub mod train;
 
 pub use adapter::{Adapter, AdapterConfig};
 pub use error::Error;

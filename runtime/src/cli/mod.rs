@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod init;
 mod stats;
+pub mod train;
 
 use crate::Error;
 use clap::{Args, Parser, Subcommand, ValueEnum};
