@@ -9,6 +9,7 @@
 use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor};
 use crate::checkpoint::Checkpoint;
 use crate::gradient::{GradientOptions, GradientProgram};
+use crate::train::{Objective, SaveTrained, TrainableSpec};
 use crate::{resolve_spec, Error};
 use kiln_frontend::CompileOptions;
 use kiln_ir::ParamRole;
@@ -79,16 +80,40 @@ impl Finetune {
             }
         }
     }
+}
 
-    /// The adapter with `params` written into its tensors (LoRA), ready to save.
-    pub fn trained_adapter(&self, params: &[Vec<f32>]) -> Option<Result<Adapter, Error>> {
-        let adapter = self.adapter.as_ref()?;
-        let tensors = self
-            .program
-            .trainables()
+impl Objective for Finetune {
+    fn trainables(&self) -> &[TrainableSpec] {
+        self.program.trainables()
+    }
+
+    fn loss_and_grad(&mut self, params: &[Vec<f32>], tokens: &[i64]) -> Result<(f32, Vec<Vec<f32>>), Error> {
+        self.program.loss_and_grad(params, tokens)
+    }
+
+    fn loss(&mut self, params: &[Vec<f32>], tokens: &[i64]) -> Result<f32, Error> {
+        self.program.loss(params, tokens)
+    }
+}
+
+/// Saves a trained LoRA adapter in peft's format (`adapter_model.safetensors` and
+/// `adapter_config.json`, each replaced atomically).
+#[derive(Debug)]
+pub struct SaveAdapter {
+    pub config: AdapterConfig,
+}
+
+impl SaveTrained for SaveAdapter {
+    fn file_names(&self) -> Vec<String> {
+        vec![crate::adapter::WEIGHTS_FILE.into(), crate::adapter::CONFIG_FILE.into()]
+    }
+
+    fn save(&mut self, dir: &Path, trainables: &[TrainableSpec], params: &[Vec<f32>]) -> Result<(), Error> {
+        let tensors = trainables
             .iter()
             .zip(params)
             .map(|(t, p)| (t.name.clone(), AdapterTensor { shape: t.shape.clone(), data: p.clone() }));
-        Some(Adapter::from_tensors(adapter.config().clone(), tensors))
+        // The trainer owns the no-overwrite check of the run directory, so replacing is right here.
+        Adapter::from_tensors(self.config.clone(), tensors)?.save(dir, true)
     }
 }

@@ -12,29 +12,13 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::Backend;
+use crate::train::TrainableSpec;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
 use kiln_backend::{Executable, Interpreter, Tensor};
 use kiln_ir::{Graph, OutputRole, Param, ParamRole};
 use kiln_passes::PipelineOptions;
 use std::borrow::Cow;
-
-/// One tensor the optimizer updates.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trainable {
-    pub name: String,
-    pub shape: Vec<usize>,
-}
-
-impl Trainable {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// How to compile a training step.
 #[derive(Clone, Debug, Default)]
@@ -103,8 +87,9 @@ struct Program {
 /// The compiled training step of a model; see the module docs.
 pub struct GradientProgram {
     checkpoint: Checkpoint,
-    trainables: Vec<Trainable>,
+    trainables: Vec<TrainableSpec>,
     states: Vec<StateSpec>,
+    vocab: Option<usize>,
     train: Program,
     eval: Program,
     chunked: Option<Chunked>,
@@ -153,7 +138,7 @@ impl GradientProgram {
                     .copied()
                     .find(|&n| lowered.param(n).is_some_and(|p| p.role == ParamRole::Weight && p.name == *name))
                     .ok_or_else(|| Error::Usage(format!("the model has no weight named `{name}` to train")))?;
-                Ok(Trainable { name: name.clone(), shape: fixed_shape(lowered, input) })
+                Ok(TrainableSpec { name: name.clone(), shape: fixed_shape(lowered, input) })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let build = |g: Graph| Program::new(g, &specs, &states, &checkpoint, options.backend);
@@ -169,11 +154,17 @@ impl GradientProgram {
             }
             None => None,
         };
-        Ok(GradientProgram { checkpoint, trainables: specs, states, train, eval, chunked })
+        let vocab = crate::model::token_table_rows(lowered);
+        Ok(GradientProgram { checkpoint, trainables: specs, states, vocab, train, eval, chunked })
     }
 
-    pub fn trainables(&self) -> &[Trainable] {
+    pub fn trainables(&self) -> &[TrainableSpec] {
         &self.trainables
+    }
+
+    /// Number of rows of the table token ids index (the vocabulary), when the graph has one.
+    pub fn vocab_size(&self) -> Option<usize> {
+        self.vocab
     }
 
     /// The training graph (loss and `grad.<name>` outputs), after the pass pipeline.
@@ -328,7 +319,7 @@ fn fixed_shape(graph: &Graph, input: kiln_ir::NodeId) -> Vec<usize> {
 impl Program {
     fn new(
         graph: Graph,
-        trainables: &[Trainable],
+        trainables: &[TrainableSpec],
         states: &[StateSpec],
         checkpoint: &Checkpoint,
         backend: Backend,

@@ -341,7 +341,7 @@ impl Model {
 }
 
 /// Rows of the table that a `gather` indexes with the token ids.
-fn token_table_rows(graph: &Graph) -> Option<usize> {
+pub(crate) fn token_table_rows(graph: &Graph) -> Option<usize> {
     let tokens =
         graph.inputs().iter().copied().find(|&n| graph.param(n).is_some_and(|p| p.role == ParamRole::Tokens))?;
     graph.users(tokens).into_iter().find_map(|u| {

@@ -80,6 +80,8 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
         Command::Check { spec, config } => check(&spec, config, out),
         Command::Demo { tokens, top } => crate::demo::run(tokens, top, out),
         Command::Init(args) => super::init::run(&args, out),
+        Command::Grad(args) => super::grad::grad(args, out),
+        Command::Train(args) => super::train::run(&args, out).map(|_| ()),
         Command::Bench(args) => super::bench::run(&args, out),
         Command::Stats(args) => super::stats::run(&args, out),
     }

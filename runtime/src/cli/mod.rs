@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+pub mod grad;
 mod init;
 mod stats;
 pub mod train;
@@ -152,6 +153,12 @@ pub enum Command {
     },
     /// Write a randomly initialized model (config.json + model.safetensors) for a spec and config.
     Init(init::InitArgs),
+    /// Write the loss of a token sequence and its gradient for an adapter's tensors (or every
+    /// weight), as `loss` and `grad.<name>` in a safetensors file.
+    Grad(grad::GradArgs),
+    /// Train a LoRA adapter (or every weight, with --full) on a text file: AdamW with warmup and
+    /// cosine decay, gradient clipping, validation, atomic checkpoints and --resume.
+    Train(train::TrainArgs),
     /// Measure prefill and decode tokens/s, compile time and peak memory of a model directory.
     Bench(bench::BenchArgs),
     /// Node counts before and after the passes, and planned arena size against the sum of all

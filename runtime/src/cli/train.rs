@@ -3,8 +3,14 @@
 //! weight with `--full`) is chosen by the command that builds the objective.
 
 use super::BackendArg;
-use crate::train::{RunOptions, TrainOptions};
+use crate::adapter::{Adapter, AdapterConfig};
+use crate::checkpoint::Checkpoint;
+use crate::finetune::{Finetune, SaveAdapter, Tuning};
+use crate::gradient::GradientOptions;
+use crate::train::{self, Dataset, RunOptions, SaveTensors, SaveTrained, TextTokens, TrainOptions};
+use crate::Error;
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Train a LoRA adapter (default) or every weight (`--full`) of a model on a text file.
@@ -85,6 +91,9 @@ pub struct TrainArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Backpropagate through each sequence in chunks of N tokens (bounded memory, same gradients).
+    #[arg(long, value_name = "N")]
+    pub chunk: Option<usize>,
     #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
     pub backend: BackendArg,
 }
@@ -113,6 +122,53 @@ impl TrainArgs {
     pub fn run_options(&self) -> RunOptions {
         RunOptions { out_dir: self.out.clone(), resume: self.resume, force: self.force, progress: !self.quiet }
     }
+}
+
+/// Runs `kiln train`: compiles the training step of what is trained, tokenizes the text, and
+/// hands both to the trainer with a saver for the result (the model directory, or the adapter).
+pub(super) fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<train::TrainSummary, Error> {
+    let tuning = if args.full {
+        Tuning::Full
+    } else if let Some(dir) = &args.adapter {
+        Tuning::Adapter(Adapter::open(dir)?)
+    } else if args.targets.is_empty() {
+        return Err(Error::Usage(
+            "say what to train: --targets MODULES for a new LoRA adapter, --adapter DIR, or --full".into(),
+        ));
+    } else {
+        let config = AdapterConfig::lora(args.lora_r, args.lora_alpha, args.targets.clone());
+        Tuning::NewAdapter { config, seed: args.seed }
+    };
+    let options =
+        GradientOptions { backend: super::commands::backend(args.backend), chunk: args.chunk, ..Default::default() };
+    let mut finetune = Finetune::new(&args.model_dir, None, tuning, &options)?;
+    let vocab = finetune.program.vocab_size().ok_or_else(|| {
+        Error::Usage(format!("{}: the model has no token embedding to train on text", args.model_dir.display()))
+    })?;
+    let (tokens, text_tokens) = train::tokenize_file(&args.model_dir, &args.data, vocab)?;
+    let data = Dataset::new(&args.data, tokens, vocab, args.val_fraction, args.seq_len)?;
+    let mut saver: Box<dyn SaveTrained> = match &finetune.adapter {
+        Some(adapter) => Box::new(SaveAdapter { config: adapter.config().clone() }),
+        None => {
+            let config = Checkpoint::open(&args.model_dir)?.config().clone();
+            let text = serde_json::to_string_pretty(&config)
+                .map_err(|e| Error::Usage(format!("cannot write config.json: {e}")))?;
+            let mut save = SaveTensors::new("model.safetensors").with_file("config.json", text.into_bytes());
+            let tokenizer = match &text_tokens {
+                TextTokens::Chars(chars) => Some(chars.tokenizer_json_text()?.into_bytes()),
+                TextTokens::Model => {
+                    let path = args.model_dir.join("tokenizer.json");
+                    Some(std::fs::read(&path).map_err(|source| Error::Io { path, source })?)
+                }
+            };
+            if let Some(bytes) = tokenizer {
+                save = save.with_file("tokenizer.json", bytes);
+            }
+            Box::new(save)
+        }
+    };
+    let initial = finetune.params.clone();
+    train::train(&mut finetune, initial, &data, &args.train_options(), &args.run_options(), saver.as_mut(), out)
 }
 
 #[cfg(test)]
