@@ -88,4 +88,15 @@ pub trait Objective {
 
     /// The loss alone (validation).
     fn loss(&mut self, params: &[Vec<f32>], tokens: &[i64]) -> Result<f32, crate::Error>;
+
+    /// [`Objective::loss_and_grad`] of every sequence of a batch, in batch order: an objective
+    /// that can evaluate sequences concurrently overrides this. The trainer sums the results in
+    /// this order, so the sum does not depend on how the work was scheduled.
+    fn batch_loss_and_grad(
+        &mut self,
+        params: &[Vec<f32>],
+        batch: &[&[i64]],
+    ) -> Result<Vec<(f32, Vec<Vec<f32>>)>, crate::Error> {
+        batch.iter().map(|tokens| self.loss_and_grad(params, tokens)).collect()
+    }
 }

@@ -136,8 +136,8 @@ pub fn train(
         let lr = schedule.lr(state.step);
         let mut loss_sum = 0.0f64;
         grads.iter_mut().for_each(|g| g.fill(0.0));
-        for window in data.sample_batch(&mut rng, options.batch, options.seq_len) {
-            let (loss, g) = objective.loss_and_grad(&state.params, window)?;
+        let windows = data.sample_batch(&mut rng, options.batch, options.seq_len);
+        for (loss, g) in objective.batch_loss_and_grad(&state.params, &windows)? {
             check_sizes("the gradient", &trainables, &g)?;
             loss_sum += f64::from(loss);
             for (acc, g) in grads.iter_mut().zip(&g) {
