@@ -62,8 +62,30 @@ fn dump_check_and_demo() {
     assert!(checked.starts_with("models/mamba.toml: ok ("), "{checked}");
     // With no config, the hyperparameters' defaults (transformers' config defaults) apply.
     assert!(kiln(&["check", "models/rwkv4.toml"]).contains("ok"));
-    let demo = kiln(&["demo", "--top", "3"]);
-    assert!(demo.contains("model: rwkv4 (embedded") && demo.matches(" logit ").count() == 3, "{demo}");
+}
+
+/// The main job, cut short: a char-level model is initialized, trained a few steps, saved as a
+/// model directory `kiln generate` runs, and sampled; a second run does not replace it unasked.
+#[test]
+fn demo_trains_saves_and_samples() {
+    let dir = kiln_suite::scratch("demo");
+    let d = dir.to_str().unwrap();
+    let args = ["demo", "--dir", d, "--steps", "3", "--sample-len", "16", "--quiet"];
+    let text = kiln(&args);
+    for part in ["1. initialized", "2. training", "step 3:", "3. sampling", "ROMEO:"] {
+        assert!(text.contains(part), "no `{part}` in:\n{text}");
+    }
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "train_log.jsonl"] {
+        assert!(dir.join("model").join(file).is_file(), "the demo wrote no model/{file}");
+    }
+    let generated = kiln(&["generate", dir.join("model").to_str().unwrap(), "--prompt", "KING", "--max-new", "8"]);
+    assert!(generated.starts_with("KING"), "{generated}");
+    let mut out = Vec::new();
+    let again = kiln_runtime::cli::run(["kiln"].into_iter().chain(args), &mut out).unwrap_err().to_string();
+    assert!(again.contains("--force"), "{again}");
+    let mut forced: Vec<&str> = args.to_vec();
+    forced.push("--force");
+    assert!(kiln(&forced).contains("3. sampling"));
 }
 
 /// Greedy decoding one token per call picks, at every step, the argmax of the logits a single

@@ -78,7 +78,10 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             dump(model_dir, spec, config, adapter.as_ref(), dot, &options, timings, out)
         }
         Command::Check { spec, config } => check(&spec, config, out),
-        Command::Demo { tokens, top } => crate::demo::run(tokens, top, out),
+        Command::Demo { dir, steps, prompt, sample_len, seed, force, quiet } => {
+            let options = crate::demo::DemoOptions { dir, steps, prompt, sample_len, seed, force, quiet };
+            crate::demo::run(&options, out)
+        }
         Command::Init(args) => super::init::run(&args, out),
         Command::Grad(args) => super::grad::grad(args, out),
         Command::Train(args) => super::train::run(&args, out).map(|_| ()),

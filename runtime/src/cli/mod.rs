@@ -164,14 +164,29 @@ pub enum Command {
     /// Node counts before and after the passes, and planned arena size against the sum of all
     /// intermediates at T = 1 and T = 512, as one table (no weights needed).
     Stats(stats::StatsArgs),
-    /// Run the embedded tiny RWKV-4 model on a few tokens and print its top next tokens.
+    /// The main job, with nothing to download: train a small character-level RWKV-4 from
+    /// scratch on the bundled tinyshakespeare text, save it, and generate a sample.
     Demo {
-        /// Comma-separated token ids (default: a short phrase).
-        #[arg(long, value_delimiter = ',')]
-        tokens: Option<Vec<i64>>,
-        /// How many top tokens to print.
-        #[arg(long, default_value_t = 5)]
-        top: usize,
+        /// Where to write the text, the initial and the trained model.
+        #[arg(long, value_name = "DIR", default_value = "kiln-demo")]
+        dir: PathBuf,
+        /// Optimizer steps (8 sequences of 128 characters each).
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        /// The text the sample starts from.
+        #[arg(long, default_value = "ROMEO:")]
+        prompt: String,
+        /// Characters to sample.
+        #[arg(long, default_value_t = 300)]
+        sample_len: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace an earlier demo's files in DIR.
+        #[arg(long)]
+        force: bool,
+        /// Do not draw the progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 

@@ -126,7 +126,7 @@ impl TrainArgs {
 
 /// Runs `kiln train`: compiles the training step of what is trained, tokenizes the text, and
 /// hands both to the trainer with a saver for the result (the model directory, or the adapter).
-pub(super) fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<train::TrainSummary, Error> {
+pub(crate) fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<train::TrainSummary, Error> {
     let tuning = if args.full {
         Tuning::Full
     } else if let Some(dir) = &args.adapter {
