@@ -9,7 +9,7 @@
 use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor};
 use crate::checkpoint::Checkpoint;
 use crate::gradient::{GradientOptions, GradientProgram};
-use crate::train::{Objective, SaveTrained, TrainableSpec};
+use crate::train::{LossAndGrad, Objective, SaveTrained, TrainableSpec};
 use crate::{resolve_spec, Error};
 use kiln_frontend::CompileOptions;
 use kiln_ir::ParamRole;
@@ -101,7 +101,7 @@ impl Objective for Finetune {
         &mut self,
         params: &[Vec<f32>],
         batch: &[&[i64]],
-    ) -> Result<Vec<(f32, Vec<Vec<f32>>)>, Error> {
+    ) -> Result<Vec<LossAndGrad>, Error> {
         use rayon::prelude::*;
         batch.par_iter().map(|tokens| self.program.loss_and_grad(params, tokens)).collect()
     }

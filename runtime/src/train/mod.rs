@@ -73,6 +73,9 @@ impl TrainableSpec {
     }
 }
 
+/// The loss of one sequence and the gradient of every trainable.
+pub type LossAndGrad = (f32, Vec<Vec<f32>>);
+
 /// What the trainer optimizes: a differentiable loss of trainable tensors on token sequences.
 ///
 /// Values and gradients are flat row-major `f32` vectors, one per trainable, in
@@ -96,7 +99,7 @@ pub trait Objective {
         &mut self,
         params: &[Vec<f32>],
         batch: &[&[i64]],
-    ) -> Result<Vec<(f32, Vec<Vec<f32>>)>, crate::Error> {
+    ) -> Result<Vec<LossAndGrad>, crate::Error> {
         batch.iter().map(|tokens| self.loss_and_grad(params, tokens)).collect()
     }
 }
