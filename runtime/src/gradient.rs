@@ -20,6 +20,17 @@ use kiln_ir::{Graph, OutputRole, Param, ParamRole};
 use kiln_passes::PipelineOptions;
 use std::borrow::Cow;
 
+/// Bytes of one training step's memory; see [`GradientProgram::planned_memory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedMemory {
+    /// The planned arena: the peak of the backward pass's intermediates.
+    pub arena: i64,
+    /// Every intermediate in its own buffer (what no planning would need).
+    pub unplanned: i64,
+    /// The gradients of the trainables (outputs, outside the arena).
+    pub gradients: i64,
+}
+
 /// How to compile a training step.
 #[derive(Clone, Debug, Default)]
 pub struct GradientOptions {
@@ -165,6 +176,16 @@ impl GradientProgram {
     /// Number of rows of the table token ids index (the vocabulary), when the graph has one.
     pub fn vocab_size(&self) -> Option<usize> {
         self.vocab
+    }
+
+    /// The memory of one training step for a sequence of `t` tokens, as planned: the arena the
+    /// memory plan lays out (every activation, saved carry and gradient), the sum of all those
+    /// intermediates were each given its own buffer, and the trainables' gradients among them.
+    pub fn planned_memory(&self, t: usize) -> Option<PlannedMemory> {
+        let plan = self.train.graph.plan()?;
+        let unplanned = kiln_ir::plan::intermediate_bytes(&self.train.graph, true)?.at(t);
+        let gradients = self.trainables.iter().map(|s| s.len() as i64 * 4).sum();
+        Some(PlannedMemory { arena: plan.arena_bytes(t), unplanned, gradients })
     }
 
     /// The training graph (loss and `grad.<name>` outputs), after the pass pipeline.

@@ -28,7 +28,7 @@ pub mod train;
 pub use adapter::{Adapter, AdapterConfig};
 pub use error::Error;
 pub use generate::{generate, GenerateOptions};
-pub use gradient::{GradientOptions, GradientProgram};
+pub use gradient::{GradientOptions, GradientProgram, PlannedMemory};
 pub use model::{compile_spec, compile_spec_with, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};
 pub use sample::{Sampler, SamplingOptions};
 pub use tokenizer::Tokenizer;

@@ -145,6 +145,23 @@ pub(crate) fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<train::TrainS
     let vocab = finetune.program.vocab_size().ok_or_else(|| {
         Error::Usage(format!("{}: the model has no token embedding to train on text", args.model_dir.display()))
     })?;
+    let io = |source| Error::Io { path: "<stdout>".into(), source };
+    let mib = |b: i64| b as f64 / (1 << 20) as f64;
+    let trainables = finetune.program.trainables();
+    let values: usize = trainables.iter().map(|t| t.len()).sum();
+    write!(out, "training step: {} tensors of {values} values trained", trainables.len()).map_err(io)?;
+    match finetune.program.planned_memory(args.seq_len) {
+        Some(m) => writeln!(
+            out,
+            "; planned memory of a {}-token step {:.1} MiB (unplanned {:.1} MiB) + {:.1} MiB of gradients",
+            args.seq_len,
+            mib(m.arena),
+            mib(m.unplanned),
+            mib(m.gradients)
+        ),
+        None => writeln!(out),
+    }
+    .map_err(io)?;
     let (tokens, text_tokens) = train::tokenize_file(&args.model_dir, &args.data, vocab)?;
     let data = Dataset::new(&args.data, tokens, vocab, args.val_fraction, args.seq_len)?;
     let mut saver: Box<dyn SaveTrained> = match &finetune.adapter {
