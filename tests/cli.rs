@@ -60,6 +60,10 @@ fn dump_check_and_demo() {
     let checked =
         kiln(&["check", "models/mamba.toml", "--config", fixture("mamba-tied").join("config.json").to_str().unwrap()]);
     assert!(checked.starts_with("models/mamba.toml: ok ("), "{checked}");
+    // The training graph: loss, gradients, and the reverse scans that carry them back in time.
+    let grad = kiln(&["dump", fixture("rwkv4-tied").to_str().unwrap(), "--grad"]);
+    assert!(grad.starts_with("graph rwkv4.train {") && grad.contains("scan.reverse"), "{}", &grad[..200]);
+    assert!(grad.contains("return loss = ") && grad.contains("grad.rwkv.blocks.1.attention.time_decay = "));
     // With no config, the hyperparameters' defaults (transformers' config defaults) apply.
     assert!(kiln(&["check", "models/rwkv4.toml"]).contains("ok"));
 }

@@ -12,7 +12,7 @@ use crate::gradient::{GradientOptions, GradientProgram};
 use crate::train::{LossAndGrad, Objective, SaveTrained, TrainableSpec};
 use crate::{resolve_spec, Error};
 use kiln_frontend::CompileOptions;
-use kiln_ir::ParamRole;
+use kiln_ir::{Graph, ParamRole};
 use std::path::Path;
 
 /// What is trained.
@@ -49,12 +49,7 @@ impl Finetune {
         match tuning {
             Tuning::Full => {
                 let lowered = kiln_frontend::compile(&spec, checkpoint.config(), &compile)?;
-                let mut names: Vec<String> = Vec::new();
-                for p in lowered.inputs().iter().filter_map(|&n| lowered.param(n)) {
-                    if p.role == ParamRole::Weight && !names.contains(&p.name) {
-                        names.push(p.name.clone());
-                    }
-                }
+                let names = weight_names(&lowered);
                 let program = GradientProgram::new(&lowered, checkpoint, &names, options)?;
                 let params = program.checkpoint_values()?;
                 Ok(Finetune { program, params, adapter: None })
@@ -82,6 +77,17 @@ impl Finetune {
     }
 }
 
+/// The distinct weights a graph reads, in input order: what full fine-tuning trains.
+pub fn weight_names(graph: &Graph) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in graph.inputs().iter().filter_map(|&n| graph.param(n)) {
+        if p.role == ParamRole::Weight && !names.contains(&p.name) {
+            names.push(p.name.clone());
+        }
+    }
+    names
+}
+
 impl Objective for Finetune {
     fn trainables(&self) -> &[TrainableSpec] {
         self.program.trainables()
@@ -97,11 +103,7 @@ impl Objective for Finetune {
 
     /// The sequences of a batch run concurrently (each compiled program is shared read-only);
     /// small models gain more from this than from splitting each product across threads.
-    fn batch_loss_and_grad(
-        &mut self,
-        params: &[Vec<f32>],
-        batch: &[&[i64]],
-    ) -> Result<Vec<LossAndGrad>, Error> {
+    fn batch_loss_and_grad(&mut self, params: &[Vec<f32>], batch: &[&[i64]]) -> Result<Vec<LossAndGrad>, Error> {
         use rayon::prelude::*;
         batch.par_iter().map(|tokens| self.program.loss_and_grad(params, tokens)).collect()
     }

@@ -66,7 +66,19 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             generate_cmd(&model, &prompt, &GenerateOptions { max_new, sampling, stop_at }, text, out)
         }
         Command::Dump { list_passes: true, .. } => list_passes(out),
-        Command::Dump { model_dir, spec, config, adapter, dot, after, before, passes, timings, list_passes: false } => {
+        Command::Dump {
+            model_dir,
+            spec,
+            config,
+            adapter,
+            grad,
+            dot,
+            after,
+            before,
+            passes,
+            timings,
+            list_passes: false,
+        } => {
             let at = match (after, before) {
                 (Some(name), _) => Some((name, DumpPoint::After)),
                 (None, Some(name)) => Some((name, DumpPoint::Before)),
@@ -75,7 +87,8 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             // The verifier runs after every pass, so a broken graph names the pass that broke it.
             let options = PipelineOptions { disabled: passes.disable, verify_each: true, dump: at };
             let adapter = adapter.as_deref().map(adapter::read_config).transpose()?;
-            dump(model_dir, spec, config, adapter.as_ref(), dot, &options, timings, out)
+            let what = DumpWhat { adapter: adapter.as_ref(), grad, dot, timings };
+            dump(model_dir, spec, config, &what, &options, out)
         }
         Command::Check { spec, config } => check(&spec, config, out),
         Command::Demo { dir, steps, prompt, sample_len, seed, force, quiet } => {
@@ -170,19 +183,46 @@ pub(super) fn spec_and_config(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What `kiln dump` shows.
+struct DumpWhat<'a> {
+    adapter: Option<&'a AdapterConfig>,
+    /// The training graph rather than the model's.
+    grad: bool,
+    dot: bool,
+    timings: bool,
+}
+
 fn dump(
     model_dir: Option<PathBuf>,
     spec: Option<PathBuf>,
     config: Option<PathBuf>,
-    adapter: Option<&AdapterConfig>,
-    dot: bool,
+    what: &DumpWhat<'_>,
     options: &PipelineOptions,
-    timings: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let (spec, config) = spec_and_config(model_dir, spec, config)?;
-    let compiled = compile_spec_adapted(&spec, &config, &CompileOptions::default(), adapter, options)?;
-    let (graph, report) = (compiled.graph, compiled.report);
+    let (dot, timings) = (what.dot, what.timings);
+    let (graph, report) = if what.grad {
+        let compile = CompileOptions::default();
+        let (lowered, wrt) = match what.adapter {
+            Some(a) => {
+                let (g, weights) = adapter::lora_graph(&spec, &config, &compile, a)?;
+                (g, weights.into_iter().map(|w| w.name).collect())
+            }
+            None => {
+                let g = kiln_frontend::compile(&spec, &config, &compile)?;
+                let names = crate::finetune::weight_names(&g);
+                (g, names)
+            }
+        };
+        let mut g = kiln_passes::training_graph(&lowered, &wrt)?;
+        kiln_ir::verify(&g)?;
+        let report = kiln_passes::default_pipeline().run(&mut g, options)?;
+        (g, report)
+    } else {
+        let compiled = compile_spec_adapted(&spec, &config, &CompileOptions::default(), what.adapter, options)?;
+        (compiled.graph, compiled.report)
+    };
     // With --before/--after the pipeline captured the graph at that point; otherwise it is the end.
     let graph = report.dump_graph.as_ref().unwrap_or(&graph);
     let text = if dot { kiln_ir::dot::to_dot(graph) } else { graph.to_string() };

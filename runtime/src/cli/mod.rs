@@ -125,6 +125,10 @@ pub enum Command {
         /// the graph right after its rewrite.
         #[arg(long, value_name = "DIR")]
         adapter: Option<PathBuf>,
+        /// Dump the training graph instead: the loss and the gradients of every weight (of the
+        /// adapter's tensors, with --adapter), built by the autodiff pass, through the pipeline.
+        #[arg(long)]
+        grad: bool,
         /// Write Graphviz instead of the text dump.
         #[arg(long)]
         dot: bool,
@@ -140,7 +144,7 @@ pub enum Command {
         #[arg(long)]
         timings: bool,
         /// List the passes of the pipeline, in the order they run, instead of dumping a graph.
-        #[arg(long = "passes", conflicts_with_all = ["model_dir", "spec", "config", "adapter", "dot", "after", "before", "timings"])]
+        #[arg(long = "passes", conflicts_with_all = ["model_dir", "spec", "config", "adapter", "grad", "dot", "after", "before", "timings"])]
         list_passes: bool,
     },
     /// Check a spec against a config without loading weights.

@@ -95,11 +95,7 @@ pub trait Objective {
     /// [`Objective::loss_and_grad`] of every sequence of a batch, in batch order: an objective
     /// that can evaluate sequences concurrently overrides this. The trainer sums the results in
     /// this order, so the sum does not depend on how the work was scheduled.
-    fn batch_loss_and_grad(
-        &mut self,
-        params: &[Vec<f32>],
-        batch: &[&[i64]],
-    ) -> Result<Vec<LossAndGrad>, crate::Error> {
+    fn batch_loss_and_grad(&mut self, params: &[Vec<f32>], batch: &[&[i64]]) -> Result<Vec<LossAndGrad>, crate::Error> {
         batch.iter().map(|tokens| self.loss_and_grad(params, tokens)).collect()
     }
 }
