@@ -1,6 +1,7 @@
-//! The decode product: one row `x` times a weight stored `[n, k]` (a `Linear` weight, read with
-//! `transpose_rhs`), `y[j] = Σ_p x[p] · w[j, p]`, which streams every weight once and is bound
-//! by memory bandwidth; plus [`read_bandwidth`], the streaming read rate it is measured against.
+//! The decode product: one row `x` (or a few) times a weight stored `[n, k]` (a `Linear` weight,
+//! read with `transpose_rhs`), `y[j] = Σ_p x[p] · w[j, p]`, which streams every weight once and
+//! is bound by memory bandwidth; plus [`read_bandwidth`], the streaming read rate it is measured
+//! against.
 //!
 //! The weight rows are split into fixed blocks of [`BLOCK_ROWS`] rows that rayon spreads over the
 //! threads. Each block walks its rows in order (one sequential stream per thread), with several
@@ -18,19 +19,54 @@ use rayon::prelude::*;
 /// the task and small enough to balance two threads on a 768-row projection.
 pub(crate) const BLOCK_ROWS: usize = 64;
 
-/// `out[j] = dot(x, w[j * k .. (j + 1) * k])` for every `j < out.len()`; `w` must hold
-/// `out.len() * k` elements and `x` exactly `k` (else nothing is written and `false` returned).
+/// Matrix-vector products of each of the few rows of `x` (`rows × k`) with a weight `w` stored
+/// `[n, k]`: `out[i·n + j] = dot(x[i·k ..], w[j·k ..])`, `out` being `rows × n`. Each block of
+/// weight rows is read from memory once and stays in cache for the other rows of `x`. Lengths
+/// that do not fit (`w` not a whole number of rows, `x` or `out` not `rows` of them) write
+/// nothing and return `false`.
 pub fn matvec(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> bool {
-    if x.len() != k || Some(w.len()) != out.len().checked_mul(k) {
-        return false;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return true;
+    let (rows, n) = match (x.len().checked_div(k), w.len().checked_div(k)) {
+        (Some(rows), Some(n)) => (rows, n),
+        // k == 0: every product is an empty sum.
+        _ => {
+            out.fill(0.0);
+            return x.is_empty() && w.is_empty();
+        }
+    };
+    if rows * k != x.len() || n * k != w.len() || Some(out.len()) != rows.checked_mul(n) || out.is_empty() {
+        return out.is_empty() && rows * k == x.len() && n * k == w.len();
     }
     let kernel = Isa::detect();
-    out.par_chunks_mut(BLOCK_ROWS).zip(w.par_chunks(BLOCK_ROWS * k)).for_each(|(o, w)| kernel.rows(x, w, o));
+    if rows == 1 {
+        out.par_chunks_mut(BLOCK_ROWS).zip(w.par_chunks(BLOCK_ROWS * k)).for_each(|(o, w)| kernel.rows(x, w, o));
+        return true;
+    }
+    let dst = Dst(out.as_mut_ptr());
+    w.par_chunks(BLOCK_ROWS * k).enumerate().for_each(|(b, w)| {
+        let j0 = b * BLOCK_ROWS;
+        for (i, xi) in x.chunks_exact(k).enumerate() {
+            // SAFETY: `out` holds `rows × n` elements and is borrowed mutably for this loop;
+            // this task alone writes elements `i·n + j0 .. i·n + j0 + w.len() / k` of it (its
+            // block of columns in each row), which lie inside row `i`.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + j0), w.len() / k) };
+            kernel.rows(xi, w, o);
+        }
+    });
     true
+}
+
+/// The output of [`matvec`], shared by the tasks that write its disjoint column blocks.
+#[derive(Clone, Copy, Debug)]
+struct Dst(*mut f32);
+// SAFETY: tasks sharing a `Dst` write disjoint elements (see `matvec`).
+unsafe impl Send for Dst {}
+// SAFETY: as above.
+unsafe impl Sync for Dst {}
+
+impl Dst {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// The instruction set the dot products use.
@@ -264,11 +300,28 @@ mod tests {
     }
 
     #[test]
-    fn rejects_mismatched_lengths_and_handles_empty_rows() {
+    fn rejects_mismatched_lengths_and_handles_empty_sums() {
         let mut out = vec![1.0; 3];
         assert!(!matvec(&[1.0, 2.0], &[0.0; 5], 2, &mut out));
+        assert!(!matvec(&[1.0, 2.0, 3.0], &[0.0; 6], 2, &mut out));
         assert!(matvec(&[], &[], 0, &mut out));
         assert_eq!(out, [0.0; 3]);
+    }
+
+    #[test]
+    fn several_rows_match_one_at_a_time() {
+        let (k, n) = (77, 150);
+        let w = values(n * k, 3);
+        for rows in [2usize, 3, 8] {
+            let x = values(rows * k, 4);
+            let mut all = vec![f32::NAN; rows * n];
+            assert!(matvec(&x, &w, k, &mut all));
+            for (i, xi) in x.chunks_exact(k).enumerate() {
+                let mut one = vec![f32::NAN; n];
+                assert!(matvec(xi, &w, k, &mut one));
+                assert_eq!(&all[i * n..(i + 1) * n], &one[..], "rows {rows}, row {i}");
+            }
+        }
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl JitModule {
                     scalar_read: kernel_codegen::scalar_reads(kernel, &strides),
                     strides,
                     kernel: Arc::new((*kernel).clone()),
+                    last_layout: Arc::new(Mutex::new(None)),
                     _code: Arc::clone(&code),
                 })
             })
@@ -253,9 +254,19 @@ fn f32_data<'o>(k: usize, x: &'o Tensor<'_>) -> Result<&'o [f32], JitError> {
 struct Prepared<'o> {
     call: CallShape,
     data: Vec<&'o [f32]>,
-    bases: RowBases,
+    bases: Arc<RowBases>,
     cols: i64,
     widths: Vec<usize>,
+}
+
+/// The layout of a kernel's last call: operand lengths and `T`, and the checked row bases they
+/// give (which depend on nothing else). A scan calls its body's kernels with the same shapes at
+/// every step, so the bases are computed and checked once per scan, not once per step.
+#[derive(Debug)]
+struct LastLayout {
+    lens: Vec<usize>,
+    t: usize,
+    bases: Arc<RowBases>,
 }
 
 /// A callable compiled kernel. Cheap to clone; keeps its code alive.
@@ -265,6 +276,8 @@ pub struct CompiledKernel {
     kernel: Arc<Kernel>,
     strides: Vec<ColStride>,
     scalar_read: Vec<bool>,
+    /// Shared by the handle's clones.
+    last_layout: Arc<Mutex<Option<LastLayout>>>,
     _code: Arc<Code>,
 }
 
@@ -395,9 +408,21 @@ impl CompiledKernel {
     }
 
     /// The call shape, checked row bases, column count and output widths for operands of `lens`.
-    fn layout(&self, lens: &[usize], t: usize) -> Result<(CallShape, RowBases, i64, Vec<usize>), JitError> {
+    fn layout(&self, lens: &[usize], t: usize) -> Result<(CallShape, Arc<RowBases>, i64, Vec<usize>), JitError> {
         let call = CallShape::new(&self.kernel, t)?;
-        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, lens, t)?;
+        let cached = {
+            let last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
+            last.as_ref().filter(|l| l.t == t && l.lens == lens).map(|l| Arc::clone(&l.bases))
+        };
+        let bases = match cached {
+            Some(bases) => bases,
+            None => {
+                let bases = Arc::new(RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, lens, t)?);
+                let mut last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
+                *last = Some(LastLayout { lens: lens.to_vec(), t, bases: Arc::clone(&bases) });
+                bases
+            }
+        };
         let cols = i64::try_from(call.cols).map_err(|_| JitError::TooLarge { shape: call.shape.to_vec() })?;
         let widths = self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
         Ok((call, bases, cols, widths))

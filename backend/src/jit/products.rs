@@ -2,8 +2,8 @@
 //! `[n, k]` with `transpose_rhs`), and `matmul.fused` epilogues run on the product's rows while
 //! they are still in cache.
 //!
-//! - One row with `transpose_rhs` (decoding a token): the memory-bound matrix-vector kernel
-//!   ([`super::matvec`]), split over blocks of weight rows.
+//! - Up to [`MATVEC_ROWS`] rows with `transpose_rhs` (decoding a token, short calls): the
+//!   memory-bound matrix-vector kernel ([`super::matvec`]), split over blocks of weight rows.
 //! - Everything else: the `gemm` crate (its AVX-512/AVX2 micro-kernels, picked at run time),
 //!   chosen over `matrixmultiply` by `benches/gemm.rs`. The output is cut into fixed tiles of
 //!   [`ROW_TILE`] rows by [`COL_TILE`] columns; rayon spreads the tiles over the threads and each
@@ -28,6 +28,10 @@ use super::module::EpilogueCall;
 use super::JitError;
 use rayon::prelude::*;
 
+/// Products of up to this many rows with a `Linear` weight run as matrix-vector products
+/// ([`matvec`]): `gemm` repacks the whole weight on every call, which costs about as much as
+/// reading it, so it only pays with more rows.
+pub(crate) const MATVEC_ROWS: usize = 8;
 /// Rows per tile.
 pub(crate) const ROW_TILE: usize = 256;
 /// Columns per tile (a multiple of every `gemm` register tile).
@@ -59,7 +63,7 @@ pub fn product(d: ProductDims, lhs: &[f32], rhs: &[f32], out: &mut [f32]) -> Res
         out.fill(0.0);
         return Ok(());
     }
-    if d.rows == 1 && d.transpose_rhs {
+    if d.rows <= MATVEC_ROWS && d.transpose_rhs {
         matvec(lhs, rhs, d.k, out);
         return Ok(());
     }
@@ -88,7 +92,7 @@ pub(crate) fn product_with_epilogue(
     if d.rows == 0 {
         return Ok(());
     }
-    if d.n == 0 || d.k == 0 || (d.rows == 1 && d.transpose_rhs) {
+    if d.n == 0 || d.k == 0 || (d.rows <= MATVEC_ROWS && d.transpose_rhs) {
         product(d, lhs, rhs, scratch)?;
         return epilogue.run_rows(0, d.rows, scratch, outs);
     }
