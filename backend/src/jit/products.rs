@@ -7,13 +7,14 @@
 //! - Everything else: the `gemm` crate (its AVX-512/AVX2 micro-kernels, picked at run time),
 //!   chosen over `matrixmultiply` by `benches/gemm.rs`. The output is cut into fixed tiles of
 //!   [`ROW_TILE`] rows by [`COL_TILE`] columns; rayon spreads the tiles over the threads and each
-//!   tile is one single-threaded `gemm` call. `gemm` repacks the weight on every call, so row
-//!   tiles are tall (64-row tiles lost a third of the throughput in `benches/gemm.rs`), and the
-//!   parallelism comes from column tiles, which do not add packing.
+//!   tile is one single-threaded `gemm` call. `gemm` repacks the weight on every call (a
+//!   transposing copy, a fifth of the product's time at 512 rows), so row tiles are tall (64-row
+//!   tiles lost a third of the throughput in `benches/gemm.rs`), and the parallelism comes from
+//!   column tiles, which do not add packing.
 //! - With an epilogue, each row tile runs the compiled epilogue on its product rows as soon as
 //!   its column tiles are done (in blocks of [`EPILOGUE_ROWS`] rows, in parallel), while the
-//!   tile is in cache (768 KiB at 768 columns: L2; 3 MiB at 3072: L3), so the product is never
-//!   read back from memory in a separate pass over the whole call.
+//!   tile is in the last-level cache (1.5 MiB at 768 columns, 6 MiB at 3072, of 32 MiB here),
+//!   so the product is not read back from memory in a separate pass.
 //!
 //! Guarantees: the tiling depends only on the shapes, never on the number of threads, and each
 //! tile is computed serially, so results are the same with any number of threads (they may
@@ -32,8 +33,8 @@ use rayon::prelude::*;
 /// ([`matvec`]): `gemm` repacks the whole weight on every call, which costs about as much as
 /// reading it, so it only pays with more rows.
 pub(crate) const MATVEC_ROWS: usize = 8;
-/// Rows per tile.
-pub(crate) const ROW_TILE: usize = 256;
+/// Rows per tile: a 512-token call is one row tile, so `gemm` packs each weight once per call.
+pub(crate) const ROW_TILE: usize = 512;
 /// Columns per tile (a multiple of every `gemm` register tile).
 pub(crate) const COL_TILE: usize = 512;
 /// Rows per parallel block of an epilogue.

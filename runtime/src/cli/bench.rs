@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// The backends to measure, in turn (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "interp")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "jit")]
     pub backend: Vec<BackendArg>,
     /// A spec file to use instead of the built-in one matching config.json's model_type.
     #[arg(long, value_name = "FILE")]

@@ -23,9 +23,9 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum BackendArg {
     /// The reference interpreter.
-    #[default]
     Interp,
-    /// Fused kernels compiled to native code (Cranelift); the rest interpreted.
+    /// Fused kernels compiled to native code (Cranelift); the rest interpreted. The default.
+    #[default]
     Jit,
 }
 
@@ -53,7 +53,7 @@ pub enum Command {
         /// A spec file to use instead of the built-in one matching config.json's model_type.
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
         backend: BackendArg,
         /// Where to write the logits.
         #[arg(long, value_name = "FILE")]
@@ -97,7 +97,7 @@ pub enum Command {
         ids: bool,
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
         backend: BackendArg,
         #[command(flatten)]
         passes: PassArgs,
