@@ -259,6 +259,10 @@ struct Prepared<'o> {
     widths: Vec<usize>,
 }
 
+/// The largest row-base table kept after a call (512 KiB): a scan body's kernels are far below
+/// it, while a `[T, C, K]` kernel of a 512-token call would keep tens of MiB per kernel alive.
+const MAX_CACHED_BASES: usize = 1 << 16;
+
 /// The layout of a kernel's last call: operand lengths and `T`, and the checked row bases they
 /// give (which depend on nothing else). A scan calls its body's kernels with the same shapes at
 /// every step, so the bases are computed and checked once per scan, not once per step.
@@ -418,8 +422,10 @@ impl CompiledKernel {
             Some(bases) => bases,
             None => {
                 let bases = Arc::new(RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, lens, t)?);
-                let mut last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
-                *last = Some(LastLayout { lens: lens.to_vec(), t, bases: Arc::clone(&bases) });
+                if bases.offsets.len() <= MAX_CACHED_BASES {
+                    let mut last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
+                    *last = Some(LastLayout { lens: lens.to_vec(), t, bases: Arc::clone(&bases) });
+                }
                 bases
             }
         };
