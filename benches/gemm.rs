@@ -1,5 +1,7 @@
-//! f32 GEMM candidates for the JIT's matrix products: the `gemm` crate, `matrixmultiply`, and a
-//! naive loop, at the shapes of a 768-wide model: `C[m, n] = A[m, k] · B[n, k]ᵀ` with `B` stored
+//! f32 GEMM candidates for the JIT's matrix products: the `gemm` crate (one call, and fixed row
+//! tiles of 64, 128 and 256 rows each one single-threaded call), `matrixmultiply`, a naive loop,
+//! and what the JIT runs (`kiln`: `kiln_backend::jit::product`, gemm tiles of 256 rows × 512
+//! columns, or the SIMD matrix-vector kernel for one row), at the shapes of a 768-wide model: `C[m, n] = A[m, k] · B[n, k]ᵀ` with `B` stored
 //! as a PyTorch weight (`[out, in]`, row-major), the layout of every `linear` in Kiln.
 //!
 //! - `prefill_768x768`: a 512-token sequence through a 768 → 768 projection;
@@ -68,6 +70,17 @@ fn with_gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, 
             par,
         );
     }
+}
+
+/// `c = a · bᵀ` as fixed tiles of `tile` rows, each a single-threaded `gemm` call, spread over
+/// the pool by rayon (how the JIT's products can be made independent of the thread count).
+fn gemm_row_tiles(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, tile: usize) {
+    use rayon::prelude::*;
+    c.par_chunks_mut(tile * n).zip(a.par_chunks(tile * k)).for_each(|(c, a)| {
+        let rows = c.len() / n;
+        with_gemm(a, b, c, rows, k, n, 1);
+    });
+    let _ = m;
 }
 
 /// `c = a · bᵀ` with `matrixmultiply` on the calling thread.
@@ -141,8 +154,13 @@ fn bench(c: &mut Criterion) {
         for (threads, pool) in &pools {
             let t = *threads;
             let mut out = vec![0.0; m * n];
-            let candidates: [(&str, &Candidate); 3] = [
+            let dims = kiln_backend::jit::ProductDims { rows: m, k, n, transpose_rhs: true };
+            let candidates: [(&str, &Candidate); 7] = [
+                ("kiln", &|o| kiln_backend::jit::product(dims, &a, &b, o).unwrap()),
                 ("gemm", &|o| with_gemm(&a, &b, o, m, k, n, t)),
+                ("gemm_tiles64", &|o| gemm_row_tiles(&a, &b, o, m, k, n, 64)),
+                ("gemm_tiles128", &|o| gemm_row_tiles(&a, &b, o, m, k, n, 128)),
+                ("gemm_tiles256", &|o| gemm_row_tiles(&a, &b, o, m, k, n, 256)),
                 ("matrixmultiply", &|o| {
                     if t > 1 {
                         split2(mm_serial, &a, &b, o, m, k, n)

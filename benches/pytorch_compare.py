@@ -143,7 +143,7 @@ def main() -> None:
     p.add_argument("--decode", type=int, default=128)
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--backend", default="interp", help="kiln backends, comma-separated (default interp)")
+    p.add_argument("--backend", default="jit", help="kiln backends, comma-separated (default jit)")
     p.add_argument("--kiln", type=Path, default=ROOT / "target/release/kiln", help="the kiln binary")
     p.add_argument("--no-build", action="store_true", help="do not run `cargo build --release --bin kiln` first")
     p.add_argument("--json", action="store_true", help="also print every measurement as JSON")

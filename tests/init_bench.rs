@@ -90,7 +90,9 @@ fn bench_reports_throughput_as_text_and_json() {
     let mut args = vec!["bench", d];
     args.extend(short);
     let text = kiln(&args).unwrap();
-    for line in ["backend interp, 1 threads", "compile", "prefill 8", "decode 4", "peak RSS"] {
+    for line in
+        ["backend jit, 1 threads", "compile", "prefill 8", "decode 4", "memory read", "decode floor", "peak RSS"]
+    {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     args.push("--json");

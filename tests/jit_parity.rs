@@ -20,7 +20,8 @@ fn jit_agrees_with_the_interpreter_and_transformers() {
     for name in model_fixtures() {
         let dir = fixture(name.as_str());
         let r = reference(&dir);
-        let interp = Model::load(&dir, &LoadOptions::default()).unwrap();
+        let interp =
+            Model::load(&dir, &LoadOptions { backend: Backend::Interpreter, ..LoadOptions::default() }).unwrap();
         let jit = Model::load(&dir, &LoadOptions { backend: Backend::Jit, ..LoadOptions::default() }).unwrap();
         let (a, b) = (runs(&interp, &r.tokens, r.split), runs(&jit, &r.tokens, r.split));
         for (what, (x, y)) in ["full", "split", "decode"].iter().zip(a.iter().zip(&b)) {

@@ -60,15 +60,16 @@ pub(crate) fn run_plan<'b>(
                 let results = match (&node.op, &step.native) {
                     (Op::Fused(_), Some(code)) => native(code, &ops),
                     (Op::Fused(k), None) => kernel::run(&node.op, k, &ops, t),
-                    (Op::FusedMatMul { transpose_rhs, .. }, Some(code)) => kernel::matmul_product(*transpose_rhs, &ops)
-                        .and_then(|product| {
+                    (Op::FusedMatMul { transpose_rhs, .. }, Some(code)) => {
+                        kernel::matmul_product(step.products, *transpose_rhs, &ops).and_then(|product| {
                             let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
                             epilogue_ops.push(&product);
                             epilogue_ops.extend(ops[2..].iter().copied());
                             native(code, &epilogue_ops)
-                        }),
+                        })
+                    }
                     (Op::FusedMatMul { transpose_rhs, epilogue }, None) => {
-                        kernel::run_matmul(&node.op, *transpose_rhs, epilogue, &ops, t)
+                        kernel::run_matmul(&node.op, step.products, *transpose_rhs, epilogue, &ops, t)
                     }
                     _ => unreachable!("matched above"),
                 };
@@ -86,7 +87,7 @@ pub(crate) fn run_plan<'b>(
                     }
                     op => {
                         let ops = operands(&table, step).map_err(fail)?;
-                        compute(op, &ops, t, Dest::Alloc).and_then(Emitted::into_owned)
+                        compute(op, step.products, &ops, t, Dest::Alloc).and_then(Emitted::into_owned)
                     }
                 };
                 SmallVec::from_iter([result.map_err(fail)?])
@@ -120,8 +121,14 @@ pub(crate) fn run_plan<'b>(
 }
 
 /// Every op except inputs, scans, reshapes and fused kernels (which the evaluators handle
-/// themselves), writing its result to `dest`.
-pub(crate) fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize, dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
+/// themselves), writing its result to `dest`; matrix products computed by `products`.
+pub(crate) fn compute(
+    op: &Op,
+    products: matmul::Products,
+    ops: &[&Tensor<'_>],
+    t: usize,
+    dest: Dest<'_>,
+) -> Result<Emitted, NodeErrorKind> {
     match op {
         Op::Constant(c) => {
             super::arity(op, ops, 0)?;
@@ -132,7 +139,7 @@ pub(crate) fn compute(op: &Op, ops: &[&Tensor<'_>], t: usize, dest: Dest<'_>) ->
         Op::Compare(c) => elementwise::compare(op, *c, ops, dest),
         Op::Select => elementwise::select(op, ops, dest),
         Op::Reduce { op: r, axis } => reduce::reduce(op, *r, *axis, ops, dest),
-        Op::MatMul { transpose_rhs } => matmul::matmul(op, *transpose_rhs, ops, dest),
+        Op::MatMul { transpose_rhs } => matmul::matmul(products, op, *transpose_rhs, ops, dest),
         Op::Broadcast(shape) => shape_ops::broadcast(op, shape, t, ops, dest),
         Op::Transpose(perm) => shape_ops::transpose(op, perm, ops, dest),
         Op::Slice { axis, start, end } => shape_ops::slice(op, *axis, *start, *end, t, ops, dest),

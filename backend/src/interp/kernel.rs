@@ -194,12 +194,13 @@ pub(crate) fn run_into(
 /// Runs a matrix product and its epilogue kernel over the product's rows.
 pub(crate) fn run_matmul(
     op: &Op,
+    products: matmul::Products,
     transpose_rhs: bool,
     epilogue: &Kernel,
     ops: &[&Tensor<'_>],
     t: usize,
 ) -> Result<SmallVec<[Tensor<'static>; 1]>, NodeErrorKind> {
-    let product = matmul_product(transpose_rhs, ops)?;
+    let product = matmul_product(products, transpose_rhs, ops)?;
     let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
     epilogue_ops.push(&product);
     epilogue_ops.extend(ops[2..].iter().copied());
@@ -207,11 +208,15 @@ pub(crate) fn run_matmul(
 }
 
 /// The product of a `matmul.fused` node (its first two operands).
-pub(crate) fn matmul_product(transpose_rhs: bool, ops: &[&Tensor<'_>]) -> Result<Tensor<'static>, NodeErrorKind> {
+pub(crate) fn matmul_product(
+    products: matmul::Products,
+    transpose_rhs: bool,
+    ops: &[&Tensor<'_>],
+) -> Result<Tensor<'static>, NodeErrorKind> {
     if ops.len() < 2 {
         return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
     }
-    matmul::matmul(&Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()
+    matmul::matmul(products, &Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()
 }
 
 /// Element strides of a tensor of `shape` broadcast (numpy-style) to `target`.

@@ -5,6 +5,8 @@
 //! independent accumulators (vectorizable, and more accurate than one running sum). Without it,
 //! each output row accumulates `lhs[i, k] * rhs[k, ..]` for `k` in order (the i-k-j loop).
 //!
+//! [`Products::Native`] hands the same checked operands to the JIT's products instead.
+//!
 //! Guarantee: the order of operations for each output element is fixed; rayon (used when the
 //! product is large) only distributes output rows and, for matrix-vector products, blocks of
 //! columns, so results do not depend on the number of threads.
@@ -21,7 +23,50 @@ const PAR_MIN_FLOPS: usize = 1 << 16;
 /// Roughly how many multiply-adds one parallel task should get.
 const TASK_FLOPS: usize = 1 << 14;
 
+/// Which code computes matrix products: the interpreter's own loops (the reference), or the
+/// JIT's (`gemm` tiles and the SIMD matrix-vector kernel, [`crate::jit::products`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Products {
+    #[default]
+    Reference,
+    Native,
+}
+
+/// The sizes of one product: `rows` (all of `lhs`'s axes but the last) by `k` by `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProductDims {
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transpose_rhs: bool,
+}
+
+/// Checks a product's operand shapes; returns its sizes and result shape.
+pub(crate) fn product_dims(
+    transpose_rhs: bool,
+    lhs: &[usize],
+    rhs: &[usize],
+) -> Result<(ProductDims, Dims), NodeErrorKind> {
+    let mismatch = || NodeErrorKind::MatMul { lhs: lhs.to_vec(), rhs: rhs.to_vec(), transpose_rhs };
+    let (Some((&k, row_dims)), [r0, r1]) = (lhs.split_last(), rhs) else {
+        return Err(mismatch());
+    };
+    let (rk, n) = if transpose_rhs { (*r1, *r0) } else { (*r0, *r1) };
+    if k != rk {
+        return Err(mismatch());
+    }
+    let mut out_shape: Dims = lhs.iter().copied().collect();
+    let last = out_shape.len() - 1;
+    out_shape[last] = n;
+    let too_large = || NodeErrorKind::TooLarge { shape: out_shape.to_vec() };
+    numel(&out_shape).ok_or_else(too_large)?;
+    let rows = numel(row_dims).ok_or_else(too_large)?;
+    Ok((ProductDims { rows, k, n, transpose_rhs }, out_shape))
+}
+
+/// The product of `ops[0]` and `ops[1]` into `dest`, computed by `products`.
 pub(crate) fn matmul(
+    products: Products,
     op: &Op,
     transpose_rhs: bool,
     ops: &[&Tensor<'_>],
@@ -29,26 +74,24 @@ pub(crate) fn matmul(
 ) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 2)?;
     let (a, b) = (f32_operand(op, ops, 0)?, f32_operand(op, ops, 1)?);
-    let (ls, rs) = (ops[0].shape(), ops[1].shape());
-    let mismatch = || NodeErrorKind::MatMul { lhs: ls.to_vec(), rhs: rs.to_vec(), transpose_rhs };
-    let (Some(&k), [r0, r1]) = (ls.last(), rs) else {
-        return Err(mismatch());
-    };
-    let (rk, n) = if transpose_rhs { (*r1, *r0) } else { (*r0, *r1) };
-    if k != rk {
-        return Err(mismatch());
+    let (d, out_shape) = product_dims(transpose_rhs, ops[0].shape(), ops[1].shape())?;
+    let (k, n) = (d.k, d.n);
+    if products == Products::Native {
+        let mut failure = None;
+        let emitted = dest.emit(out_shape, |out: &mut [f32]| {
+            failure = crate::jit::products::product(d, a, b, out).err();
+        })?;
+        return match failure {
+            Some(e) => Err(NodeErrorKind::Native { what: e.to_string() }),
+            None => Ok(emitted),
+        };
     }
-    let mut out_shape: Dims = ls.iter().copied().collect();
-    let last = out_shape.len() - 1;
-    out_shape[last] = n;
-    let out_len = numel(&out_shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: out_shape.to_vec() })?;
-
     // The products accumulate into zeros.
     dest.emit_zeroed(out_shape, |out: &mut [f32]| {
         // With an empty output there is nothing to do; with `k == 0` every output is an empty
         // sum. Otherwise `a` is exactly `rows × k` and `b` exactly `k × n`, all sizes non-zero.
-        if out_len > 0 && k > 0 {
-            let parallel = out_len.saturating_mul(k) >= PAR_MIN_FLOPS;
+        if !out.is_empty() && k > 0 {
+            let parallel = out.len().saturating_mul(k) >= PAR_MIN_FLOPS;
             if transpose_rhs {
                 matmul_nt(a, b, k, n, parallel, out);
             } else {

@@ -17,6 +17,7 @@
 //! not exist, outputs naming values that do not exist, input nodes that bind no slot or the same
 //! slot twice, and scan bodies whose argument count disagrees with the scan.
 
+use super::matmul::Products;
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
 use kiln_ir::plan::BufferId;
 use kiln_ir::{Count, Graph, NodeId, Op, ParamRole, Placement, Value};
@@ -58,6 +59,8 @@ pub(crate) struct Step {
     pub scratch: Option<BufferId>,
     /// The JIT-compiled code of this step's kernel (`fused`, or a `matmul.fused` epilogue).
     pub native: Option<crate::jit::CompiledKernel>,
+    /// The code computing this step's matrix product (`matmul`, `matmul.fused`).
+    pub products: Products,
 }
 
 #[derive(Debug)]
@@ -92,13 +95,19 @@ pub(crate) fn kernel_key(op: &kiln_ir::Op) -> Option<usize> {
 }
 
 impl Plan {
-    /// Gives every kernel step (here and in scan bodies) its compiled code, when there is some.
+    /// Gives every kernel step (here and in scan bodies) its compiled code, when there is some,
+    /// and every matrix product the JIT's product code.
     pub(crate) fn attach_native(&mut self, graph: &Graph, native: &NativeKernels) {
         for step in &mut self.steps {
             let op = &graph.node(step.node).op;
             match (&mut step.kind, op) {
                 (StepKind::Scan(body), kiln_ir::Op::Scan(scan)) => body.attach_native(&scan.body, native),
-                _ => step.native = kernel_key(op).and_then(|k| native.get(&k).cloned()),
+                _ => {
+                    step.native = kernel_key(op).and_then(|k| native.get(&k).cloned());
+                    if matches!(op, Op::MatMul { .. } | Op::FusedMatMul { .. }) {
+                        step.products = Products::Native;
+                    }
+                }
             }
         }
     }
@@ -170,7 +179,16 @@ impl Plan {
                     (place, m.scratch.get(&id).copied())
                 }
             };
-            steps.push(Step { node: id, operands, free: SmallVec::new(), kind, place, scratch, native: None });
+            steps.push(Step {
+                node: id,
+                operands,
+                free: SmallVec::new(),
+                kind,
+                place,
+                scratch,
+                native: None,
+                products: Products::Reference,
+            });
         }
 
         let mut outputs = Vec::with_capacity(graph.outputs().len());

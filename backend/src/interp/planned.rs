@@ -17,9 +17,11 @@
 use super::arena::{split, typed, typed_mut, value_range, Arena, Layout, Split};
 use super::dest::{Dest, Emitted};
 use super::eval::{check_argument, check_types, compute, unbound};
+use super::matmul::Products;
 use super::plan::{Plan, Step, StepKind};
-use super::{elementwise, kernel, matmul, resolve_shape, scan};
+use super::{elementwise, f32_operand, kernel, matmul, resolve_shape, scan};
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
+use crate::jit::products;
 use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::{DType, Graph, Node, Op, Placement, Value};
 use smallvec::SmallVec;
@@ -150,7 +152,7 @@ pub(crate) fn run_planned<'b>(
                 }
                 (Op::Fused(_) | Op::FusedMatMul { .. }, _) => {
                     run_results(node, step, layout, arena, &mut values, t, |ops, outs, scratch| {
-                        fused(&node.op, step.native.as_ref(), ops, outs, scratch, t).map_err(fail)
+                        fused(&node.op, step, ops, outs, scratch, t).map_err(fail)
                     })?
                 }
                 _ => SmallVec::from_iter([single(node, step, layout, arena, &mut values, t).map_err(fail)?]),
@@ -253,7 +255,7 @@ fn single<'b>(
             step.operands.iter().map(|&v| values.tensor(v, &sp)).collect::<Result<_, _>>()?;
         let refs: SmallVec<[&Tensor<'_>; 4]> = ops.iter().collect();
         let dest = if external { Dest::Alloc } else { Dest::Slice(typed_mut(sp.take(0)?, dtype)?) };
-        compute(&node.op, &refs, t, dest)?
+        compute(&node.op, step.products, &refs, t, dest)?
     };
     check_types(node, &[(emitted.dtype(), emitted.shape())], t)?;
     Ok(match (emitted, range) {
@@ -452,15 +454,18 @@ where
     Ok(locs)
 }
 
-/// A fused kernel into `outs`; a `matmul.fused` first computes its product in `scratch`.
+/// A fused kernel into `outs`; a `matmul.fused` first computes its product in `scratch` (with
+/// native products and a compiled epilogue, block of rows by block of rows, each block's
+/// epilogue right after its product: [`crate::jit::products::product_with_epilogue`]).
 fn fused(
     op: &Op,
-    native: Option<&crate::jit::CompiledKernel>,
+    step: &Step,
     ops: &[&Tensor<'_>],
     outs: &mut [OutSlice<'_>],
     scratch: Option<&mut [u8]>,
     t: usize,
 ) -> Result<(), NodeErrorKind> {
+    let native = step.native.as_ref();
     let outs: Vec<OutSlice<'_>> = outs.iter_mut().map(reborrow).collect();
     match op {
         Op::Fused(k) => {
@@ -480,24 +485,29 @@ fn fused(
                 OutSlice::F32(p) => p,
                 _ => return Err(internal("a product region is not f32")),
             };
-            // The product is `lhs`'s rows by `rhs`'s output width (the matmul checks the shapes);
-            // its region may be longer (padding).
-            let lhs = ops[0].shape();
-            let width = ops[1].shape().get(if *transpose_rhs { 0 } else { 1 }).copied().unwrap_or(0);
-            let len = numel(&lhs[..lhs.len().saturating_sub(1)]).and_then(|rows| rows.checked_mul(width));
-            let region = len
-                .and_then(|len| region.get_mut(..len))
-                .ok_or_else(|| internal("the product does not fit its region"))?;
+            // The product is `lhs`'s rows by `rhs`'s output width; its region may be longer
+            // (padding).
             let matmul_op = Op::MatMul { transpose_rhs: *transpose_rhs };
-            let shape = match matmul::matmul(
+            let (dims, shape) = matmul::product_dims(*transpose_rhs, ops[0].shape(), ops[1].shape())?;
+            let len = numel(&shape).ok_or_else(too_large)?;
+            let region = region.get_mut(..len).ok_or_else(|| internal("the product does not fit its region"))?;
+            if let (Products::Native, Some(code)) = (step.products, native) {
+                let (lhs, rhs) = (f32_operand(&matmul_op, ops, 0)?, f32_operand(&matmul_op, ops, 1)?);
+                let mut slices = f32_outputs(outs)?;
+                let native_err = |e: crate::jit::JitError| NodeErrorKind::Native { what: e.to_string() };
+                let call = code.prepare_epilogue(len, &ops[2..], t).map_err(native_err)?;
+                return products::product_with_epilogue(dims, lhs, rhs, region, &call, &mut slices).map_err(native_err);
+            }
+            match matmul::matmul(
+                step.products,
                 &matmul_op,
                 *transpose_rhs,
                 &ops[..2],
                 Dest::Slice(OutSlice::F32(&mut *region)),
             )? {
-                Emitted::Written { dtype: DType::F32, shape } if numel(&shape) == len => shape,
+                Emitted::Written { dtype: DType::F32, shape: s } if s == shape => {}
                 _ => return Err(internal("the product was not written to its region")),
-            };
+            }
             let product = Tensor::from_parts(shape, TensorData::F32(Cow::Borrowed(&*region)));
             let mut epilogue_ops: SmallVec<[&Tensor<'_>; 4]> = SmallVec::new();
             epilogue_ops.push(&product);
@@ -511,6 +521,16 @@ fn fused(
     }
 }
 
+/// The f32 slices of a compiled kernel's outputs (compiled kernels have f32 outputs only).
+fn f32_outputs(outs: Vec<OutSlice<'_>>) -> Result<SmallVec<[&mut [f32]; 4]>, NodeErrorKind> {
+    outs.into_iter()
+        .map(|o| match o {
+            OutSlice::F32(d) => Ok(d),
+            _ => Err(internal("a compiled kernel writes f32 results only")),
+        })
+        .collect()
+}
+
 /// Runs compiled kernel code into the planned regions (compiled kernels have f32 outputs only).
 fn run_native(
     code: &crate::jit::CompiledKernel,
@@ -518,13 +538,7 @@ fn run_native(
     t: usize,
     outs: Vec<OutSlice<'_>>,
 ) -> Result<(), NodeErrorKind> {
-    let mut slices: SmallVec<[&mut [f32]; 4]> = SmallVec::new();
-    for o in outs {
-        match o {
-            OutSlice::F32(d) => slices.push(d),
-            _ => return Err(internal("a compiled kernel writes f32 results only")),
-        }
-    }
+    let mut slices = f32_outputs(outs)?;
     code.run_into(ops, t, &mut slices).map_err(|e| NodeErrorKind::Native { what: e.to_string() })
 }
 

@@ -1,10 +1,13 @@
 //! The JIT backend: every fused kernel of a graph (scan bodies and `matmul.fused` epilogues
 //! included) compiled to native code in one Cranelift module, the rest of the graph run by the
-//! interpreter's executor, which calls the compiled code in place of its kernel loops. A kernel
-//! the code generator rejects runs interpreted; [`JitReport`] says which.
+//! interpreter's executor, which calls the compiled code in place of its kernel loops and the
+//! JIT's matrix products ([`super::products`]: `gemm` tiles, the matrix-vector kernel, epilogues
+//! per row tile) in place of its own. A kernel the code generator rejects runs interpreted;
+//! [`JitReport`] says which.
 //!
 //! Guarantee: the same results as the interpreter up to the JIT's reassociation of reductions
-//! and its polynomial transcendentals (1e-5 relative; bit-identical for exact ops).
+//! and products and its polynomial transcendentals (1e-5 relative; bit-identical for exact
+//! ops), and the same results with any number of threads.
 
 use super::{CompiledKernel, JitError, JitModule, JitOptions};
 use crate::interp::plan::{kernel_key, NativeKernels};

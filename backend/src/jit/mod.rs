@@ -3,8 +3,10 @@
 //! Layout: [`abi`] (the native calling convention and the Rust side of it: operand layouts and
 //! per-row offsets), [`kernel_codegen`] (one kernel to one Cranelift function: row loop, column
 //! loops in `f32x4` with scalar tails, reductions), [`emit`] (width-generic instruction helpers),
-//! [`math`] (inline polynomial `exp`/`log`/`log1p`/`tanh`) and [`module`] (compiling a set of
-//! kernels into one code module that is freed with its last handle, and running them).
+//! [`math`] (inline polynomial `exp`/`log`/`log1p`/`tanh`), [`module`] (compiling a set of
+//! kernels into one code module that is freed with its last handle, and running them),
+//! [`products`] (matrix products through `gemm`, epilogues run per block of product rows) and
+//! [`matvec`] (the memory-bound one-token product, and the read-bandwidth probe).
 //!
 //! Guarantees: compiled kernels agree with the interpreter to rounding (see [`module`]); a kernel
 //! the JIT cannot compile is reported as [`JitError::Unsupported`] so the caller can keep the
@@ -16,11 +18,15 @@ mod backend;
 mod emit;
 mod kernel_codegen;
 mod math;
+mod matvec;
 mod module;
+pub(crate) mod products;
 
 pub use abi::{col_strides, ColStride};
 pub use backend::{Jit, JitReport};
+pub use matvec::{matvec, read_bandwidth};
 pub use module::{CompileStats, CompiledKernel, JitModule, JitOptions};
+pub use products::{product, ProductDims};
 
 use thiserror::Error;
 

@@ -165,6 +165,7 @@ impl JitModule {
                     scalar_read: kernel_codegen::scalar_reads(kernel, &strides),
                     strides,
                     kernel: Arc::new((*kernel).clone()),
+                    last_layout: Arc::new(Mutex::new(None)),
                     _code: Arc::clone(&code),
                 })
             })
@@ -225,13 +226,51 @@ fn verifier_error(func: &cranelift_codegen::ir::Function, e: CodegenError) -> Ji
     JitError::Codegen { what: print_errors::pretty_error(func, e) }
 }
 
+/// Whether any of `outs` shares memory with any of `operands`.
+fn overlaps<'a>(outs: &[&mut [f32]], operands: impl Iterator<Item = &'a [f32]> + Clone) -> bool {
+    outs.iter().any(|o| {
+        let a = o.as_ptr_range();
+        operands.clone().any(|d| {
+            let b = d.as_ptr_range();
+            !d.is_empty() && !o.is_empty() && a.start < b.end && b.start < a.end
+        })
+    })
+}
+
+/// `o` seen as possibly uninitialized, which is how the compiled code's outputs are passed.
+fn uninit_view(o: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the compiled code only ever stores
+    // initialized `f32` values through these views, so the slice stays initialized.
+    unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<MaybeUninit<f32>>(), o.len()) }
+}
+
+/// Operand `k`'s elements, which must be f32.
+fn f32_data<'o>(k: usize, x: &'o Tensor<'_>) -> Result<&'o [f32], JitError> {
+    x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
+}
+
 /// The per-call setup shared by [`CompiledKernel::run`] and [`CompiledKernel::run_into`].
+#[derive(Debug)]
 struct Prepared<'o> {
     call: CallShape,
     data: Vec<&'o [f32]>,
-    bases: RowBases,
+    bases: Arc<RowBases>,
     cols: i64,
     widths: Vec<usize>,
+}
+
+/// The largest row-base table kept after a call (512 KiB): a scan body's kernels are far below
+/// it, while a `[T, C, K]` kernel of a 512-token call would keep tens of MiB per kernel alive.
+const MAX_CACHED_BASES: usize = 1 << 16;
+
+/// The layout of a kernel's last call: operand lengths and `T`, and the checked row bases they
+/// give (which depend on nothing else). A scan calls its body's kernels with the same shapes at
+/// every step, so the bases are computed and checked once per scan, not once per step.
+#[derive(Debug)]
+struct LastLayout {
+    lens: Vec<usize>,
+    t: usize,
+    bases: Arc<RowBases>,
 }
 
 /// A callable compiled kernel. Cheap to clone; keeps its code alive.
@@ -241,6 +280,8 @@ pub struct CompiledKernel {
     kernel: Arc<Kernel>,
     strides: Vec<ColStride>,
     scalar_read: Vec<bool>,
+    /// Shared by the handle's clones.
+    last_layout: Arc<Mutex<Option<LastLayout>>>,
     _code: Arc<Code>,
 }
 
@@ -277,27 +318,11 @@ impl CompiledKernel {
         // Not zero-filled: the compiled code writes every element (see `call_rows`).
         let mut outputs: Vec<Vec<f32>> = lens.iter().map(|&n| Vec::with_capacity(n)).collect();
         if call.rows > 0 {
-            let parallel = call.rows > 1 && call.rows.saturating_mul(call.cols) >= PAR_MIN_ELEMENTS;
-            let per = if parallel { call.rows.div_ceil(rayon::current_num_threads().max(1) * 4) } else { call.rows };
-            // Carve every output into per-block slices of `count * width` elements.
-            let starts: Vec<usize> = (0..call.rows).step_by(per).collect();
-            let mut blocks: Vec<Block<'_>> = starts.iter().map(|&s| (s, per.min(call.rows - s), Vec::new())).collect();
-            for ((out, &w), &n) in outputs.iter_mut().zip(&widths).zip(&lens) {
-                let mut rest = out.spare_capacity_mut().get_mut(..n).ok_or_else(too_large)?;
-                for (_, count, slices) in blocks.iter_mut() {
-                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(*count * w);
-                    slices.push(head);
-                    rest = tail;
-                }
+            let mut views = Vec::with_capacity(outputs.len());
+            for (out, &n) in outputs.iter_mut().zip(&lens) {
+                views.push(out.spare_capacity_mut().get_mut(..n).ok_or_else(too_large)?);
             }
-            let run_block = |(start, count, mut outs): Block<'_>| {
-                self.call_rows(start, count, &widths, cols_i64, &bases, &data, &mut outs)
-            };
-            if blocks.len() > 1 {
-                blocks.into_par_iter().try_for_each(run_block)?;
-            } else {
-                blocks.into_iter().try_for_each(run_block)?;
-            }
+            self.run_rows_split(&call, &widths, cols_i64, &bases, &data, views)?;
             for (out, &n) in outputs.iter_mut().zip(&lens) {
                 // SAFETY: every block of rows ran successfully, and a call writes every element
                 // of its rows of every output (the final column loop stores all `cols` columns
@@ -332,43 +357,106 @@ impl CompiledKernel {
         if !sized {
             return Err(JitError::Operand { what: "output regions do not match the kernel's results".into() });
         }
-        for (o, d) in outs.iter().zip(&data) {
-            let (a, b) = (o.as_ptr_range(), d.as_ptr_range());
-            if a.start < b.end && b.start < a.end {
-                return Err(JitError::Operand { what: "an output region overlaps an operand".into() });
-            }
+        if overlaps(outs, data.iter().copied()) {
+            return Err(JitError::Operand { what: "an output region overlaps an operand".into() });
         }
         if call.rows == 0 {
             return Ok(());
         }
-        let mut views: Vec<&mut [MaybeUninit<f32>]> = outs
-            .iter_mut()
-            .map(|o| {
-                // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the compiled code only
-                // ever stores initialized `f32` values through these views, so the slices stay
-                // initialized.
-                unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<MaybeUninit<f32>>(), o.len()) }
-            })
-            .collect();
-        self.call_rows(0, call.rows, &widths, cols, &bases, &data, &mut views)
+        let views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| uninit_view(o)).collect();
+        self.run_rows_split(&call, &widths, cols, &bases, &data, views)
+    }
+
+    /// Runs every row of `call`, writing `outs` (each exactly `rows × width`): serially, or for
+    /// a large call in blocks of rows spread over rayon's threads. Rows are independent, so the
+    /// split does not change any result.
+    fn run_rows_split(
+        &self,
+        call: &CallShape,
+        widths: &[usize],
+        cols: i64,
+        bases: &RowBases,
+        data: &[&[f32]],
+        outs: Vec<&mut [MaybeUninit<f32>]>,
+    ) -> Result<(), JitError> {
+        let parallel = call.rows > 1 && call.rows.saturating_mul(call.cols) >= PAR_MIN_ELEMENTS;
+        let per = if parallel { call.rows.div_ceil(rayon::current_num_threads().max(1) * 4) } else { call.rows };
+        let per = per.max(1);
+        // Carve every output into per-block slices of `count * width` elements.
+        let mut blocks: Vec<Block<'_>> =
+            (0..call.rows).step_by(per).map(|s| (s, per.min(call.rows - s), Vec::new())).collect();
+        for (mut rest, &w) in outs.into_iter().zip(widths) {
+            for (_, count, slices) in blocks.iter_mut() {
+                let at = (*count * w).min(rest.len());
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
+                slices.push(head);
+                rest = tail;
+            }
+        }
+        let run_block =
+            |(start, count, mut outs): Block<'_>| self.call_rows(start, count, widths, cols, bases, data, &mut outs);
+        if blocks.len() > 1 {
+            blocks.into_par_iter().try_for_each(run_block)
+        } else {
+            blocks.into_iter().try_for_each(run_block)
+        }
     }
 
     /// What both ways of running need: the call's shape, the operands' data, every row's base
     /// offsets (checked against the buffers) and each output's row width.
     fn prepare<'o>(&self, operands: &[&'o Tensor<'_>], t: usize) -> Result<Prepared<'o>, JitError> {
-        let call = CallShape::new(&self.kernel, t)?;
-        let data: Vec<&[f32]> = operands
-            .iter()
-            .enumerate()
-            .map(|(k, x)| {
-                x.as_f32().ok_or_else(|| JitError::Operand { what: format!("operand {k} is {}, not f32", x.dtype()) })
-            })
-            .collect::<Result<_, _>>()?;
+        let data: Vec<&[f32]> = operands.iter().enumerate().map(|(k, x)| f32_data(k, x)).collect::<Result<_, _>>()?;
         let lens: Vec<usize> = data.iter().map(|d| d.len()).collect();
-        let bases = RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, &lens, t)?;
+        let (call, bases, cols, widths) = self.layout(&lens, t)?;
+        Ok(Prepared { call, data, bases, cols, widths })
+    }
+
+    /// The call shape, checked row bases, column count and output widths for operands of `lens`.
+    fn layout(&self, lens: &[usize], t: usize) -> Result<(CallShape, Arc<RowBases>, i64, Vec<usize>), JitError> {
+        let call = CallShape::new(&self.kernel, t)?;
+        let cached = {
+            let last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
+            last.as_ref().filter(|l| l.t == t && l.lens == lens).map(|l| Arc::clone(&l.bases))
+        };
+        let bases = match cached {
+            Some(bases) => bases,
+            None => {
+                let bases = Arc::new(RowBases::new(&self.kernel, &self.strides, &self.scalar_read, &call, lens, t)?);
+                if bases.offsets.len() <= MAX_CACHED_BASES {
+                    let mut last = self.last_layout.lock().unwrap_or_else(PoisonError::into_inner);
+                    *last = Some(LastLayout { lens: lens.to_vec(), t, bases: Arc::clone(&bases) });
+                }
+                bases
+            }
+        };
         let cols = i64::try_from(call.cols).map_err(|_| JitError::TooLarge { shape: call.shape.to_vec() })?;
         let widths = self.kernel.outputs.iter().map(|o| if o.level == Level::Vector { call.cols } else { 1 }).collect();
-        Ok(Prepared { call, data, bases, cols, widths })
+        Ok((call, bases, cols, widths))
+    }
+
+    /// Prepares running this kernel as a matrix product's epilogue, block of rows by block of
+    /// rows: operand 0 is the product, `product_len` elements in all, supplied per block to
+    /// [`EpilogueCall::run_rows`]; `rest` are the other operands. Operand 0 must be read
+    /// unbroadcast, with the kernel's own shape (what `fuse-matmul` guarantees), so each block
+    /// of rows needs exactly its own rows of the product.
+    pub(crate) fn prepare_epilogue<'o>(
+        &'o self,
+        product_len: usize,
+        rest: &[&'o Tensor<'_>],
+        t: usize,
+    ) -> Result<EpilogueCall<'o>, JitError> {
+        let mut data: Vec<&[f32]> = Vec::with_capacity(rest.len() + 1);
+        data.push(&[]);
+        for (k, x) in rest.iter().enumerate() {
+            data.push(f32_data(k + 1, x)?);
+        }
+        let lens: Vec<usize> = std::iter::once(product_len).chain(data[1..].iter().map(|d| d.len())).collect();
+        let (call, bases, cols, widths) = self.layout(&lens, t)?;
+        let own_shape = self.kernel.reads.first().and_then(|r| r.resolve(t)).is_some_and(|d| d == call.shape);
+        if !own_shape || Some(product_len) != call.rows.checked_mul(call.cols) {
+            return Err(JitError::Operand { what: "the epilogue does not read the product with its own shape".into() });
+        }
+        Ok(EpilogueCall { kernel: self, prepared: Prepared { call, data, bases, cols, widths } })
     }
 
     /// Calls the native code on rows `start .. start + count`; `outs[j]` holds exactly those
@@ -405,5 +493,61 @@ impl CompiledKernel {
             (self.entry)(count as i64, cols, row_bases.as_ptr(), input_ptrs.as_ptr(), output_ptrs.as_ptr());
         }
         Ok(())
+    }
+}
+
+/// A matrix product's epilogue, ready to run on blocks of rows as the product produces them
+/// (see [`CompiledKernel::prepare_epilogue`]).
+#[derive(Debug)]
+pub(crate) struct EpilogueCall<'o> {
+    kernel: &'o CompiledKernel,
+    prepared: Prepared<'o>,
+}
+
+impl EpilogueCall<'_> {
+    /// The number of rows of the call (the product's rows).
+    pub(crate) fn rows(&self) -> usize {
+        self.prepared.call.rows
+    }
+
+    /// Elements per row of each output.
+    pub(crate) fn widths(&self) -> &[usize] {
+        &self.prepared.widths
+    }
+
+    /// Runs rows `start .. start + count`: `product` holds exactly those rows of the product,
+    /// `outs[j]` exactly those rows of output `j` (which must not overlap any operand).
+    pub(crate) fn run_rows(
+        &self,
+        start: usize,
+        count: usize,
+        product: &[f32],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), JitError> {
+        let p = &self.prepared;
+        let n = p.bases.operands;
+        let cols = p.call.cols;
+        let bad = |what: &str| JitError::Operand { what: format!("epilogue rows {start}..+{count}: {what}") };
+        let end = start.checked_add(count).filter(|&e| e <= p.call.rows).ok_or_else(|| bad("outside the call"))?;
+        if Some(product.len()) != count.checked_mul(cols) {
+            return Err(bad("the product block has another length"));
+        }
+        if overlaps(outs, p.data.iter().skip(1).copied().chain(std::iter::once(product))) {
+            return Err(bad("an output region overlaps an operand"));
+        }
+        // Operand 0's offsets, rebased to the block; each row must lie inside it.
+        let mut offsets = p.bases.offsets.get(start * n..end * n).ok_or_else(|| bad("row bases"))?.to_vec();
+        let base = (start * cols) as i64;
+        for (r, row) in offsets.chunks_exact_mut(n).enumerate() {
+            row[0] -= base;
+            if row[0] != (r * cols) as i64 {
+                return Err(bad("the product is not read row by row"));
+            }
+        }
+        let bases = RowBases { offsets, operands: n };
+        let mut data = p.data.clone();
+        data[0] = product;
+        let mut views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| uninit_view(o)).collect();
+        self.kernel.call_rows(0, count, &p.widths, p.cols, &bases, &data, &mut views)
     }
 }

@@ -8,6 +8,12 @@
 //! - *peak RSS*: `VmHWM` of `/proc/self/status` (it counts the mapped weight pages touched), reset
 //!   through `/proc/self/clear_refs` before each backend when the kernel allows.
 //!
+//! - *memory read*: the streaming read bandwidth of the machine, measured once per run with the
+//!   same threads ([`kiln_backend::jit::read_bandwidth`]: a parallel sum over 256 MiB, best of 5).
+//! - *decode floor*: the bytes of weights one token reads (every weight, except a table only
+//!   gathered from, of which one row per token) over that bandwidth, the speed decode would reach
+//!   if it did nothing but stream the weights once; and the bandwidth decode achieves.
+//!
 //! `--backend interp,jit` measures each backend in turn, in the same process. Every timing is the
 //! median of `--reps` repetitions. The first call of the model (a short
 //! prefill) is untimed, so page faults on the mapped weights are not counted. Token ids are a fixed
@@ -19,7 +25,7 @@ use super::BackendArg;
 use crate::checkpoint::Checkpoint;
 use crate::{resolve_spec, Error, LoadOptions, Model};
 use clap::{Args, ValueEnum};
-use kiln_ir::ParamRole;
+use kiln_ir::{DType, Graph, Op, ParamRole};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// The backends to measure, in turn (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "interp")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "jit")]
     pub backend: Vec<BackendArg>,
     /// A spec file to use instead of the built-in one matching config.json's model_type.
     #[arg(long, value_name = "FILE")]
@@ -90,12 +96,42 @@ fn per_second(n: usize, d: Duration) -> f64 {
     }
 }
 
+/// The size of the read-bandwidth probe's buffer (8× a 32 MiB last-level cache).
+const BANDWIDTH_BYTES: usize = 256 << 20;
+
+/// Bytes of weights one decode step reads: every weight's bytes, except a weight only gathered
+/// from (a token embedding), of which one row.
+fn weight_bytes_per_token(graph: &Graph) -> u64 {
+    let mut bytes = 0u64;
+    for &n in graph.inputs() {
+        if !graph.param(n).is_some_and(|p| p.role == ParamRole::Weight) {
+            continue;
+        }
+        let ty = &graph.node(n).results[0];
+        let dims: Vec<usize> = ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
+        let element = match ty.dtype {
+            DType::F32 => 4,
+            DType::I64 => 8,
+            DType::Bool => 1,
+        };
+        let total = dims.iter().product::<usize>() as u64 * element;
+        let users = graph.users(n);
+        let gathered_only = !users.is_empty() && users.iter().all(|&u| matches!(graph.node(u).op, Op::Gather));
+        bytes += if gathered_only { total / dims.first().copied().unwrap_or(1).max(1) as u64 } else { total };
+    }
+    bytes
+}
+
 /// Everything one `kiln bench` run measures.
 #[derive(Debug)]
 struct Report {
     backend: BackendArg,
     model: String,
     parameters: usize,
+    /// Bytes of weights one decode step reads.
+    weight_bytes: u64,
+    /// The machine's read bandwidth, bytes per second.
+    read_bandwidth: f64,
     threads: usize,
     open: Duration,
     compile: Vec<Duration>,
@@ -117,12 +153,17 @@ pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
                 .map_err(|e| Error::Usage(format!("--threads {n}: {e}")))?,
         ),
     };
+    let bandwidth = || kiln_backend::jit::read_bandwidth(BANDWIDTH_BYTES, 5);
+    let read_bandwidth = match &pool {
+        None => bandwidth(),
+        Some(pool) => pool.install(bandwidth),
+    };
     for &b in &args.backend {
         // Best effort: the peak of one backend should not include the previous one's.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let report = match &pool {
-            None => measure(args, b)?,
-            Some(pool) => pool.install(|| measure(args, b))?,
+            None => measure(args, b, read_bandwidth)?,
+            Some(pool) => pool.install(|| measure(args, b, read_bandwidth))?,
         };
         let text = if args.json { json(args, &report) } else { text(args, &report) };
         out.write_all(text.as_bytes()).map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
@@ -130,7 +171,7 @@ pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
-fn measure(args: &BenchArgs, b: BackendArg) -> Result<Report, Error> {
+fn measure(args: &BenchArgs, b: BackendArg, read_bandwidth: f64) -> Result<Report, Error> {
     let options = LoadOptions { spec: args.spec.clone(), backend: backend(b), ..LoadOptions::default() };
     let t = Instant::now();
     let first = Checkpoint::open(&args.model_dir)?;
@@ -157,6 +198,7 @@ fn measure(args: &BenchArgs, b: BackendArg) -> Result<Report, Error> {
         .filter(|&&n| graph.param(n).is_some_and(|p| p.role == ParamRole::Weight))
         .map(|&n| graph.node(n).results[0].shape.dims().iter().filter_map(|d| d.fixed()).product::<usize>())
         .sum();
+    let weight_bytes = weight_bytes_per_token(graph);
     let vocab = model.vocab_size().unwrap_or(256);
     let tokens: Vec<i64> = (0..args.prefill + args.warmup + args.decode).map(|n| bench_token(n, vocab)).collect();
 
@@ -185,6 +227,8 @@ fn measure(args: &BenchArgs, b: BackendArg) -> Result<Report, Error> {
         backend: b,
         model: model.name().to_string(),
         parameters,
+        weight_bytes,
+        read_bandwidth,
         threads: rayon::current_num_threads(),
         open,
         compile,
@@ -228,6 +272,21 @@ fn text(args: &BenchArgs, r: &Report) -> String {
         secs(d) * 1e3 / args.decode as f64,
         r.decode.len()
     );
+    let decode_rate = per_second(args.decode, d);
+    let floor = r.read_bandwidth / r.weight_bytes.max(1) as f64;
+    s += &format!(
+        "  memory read      {:>10.1} GB/s      parallel sum over {} MiB, {} threads, best of 5\n",
+        r.read_bandwidth / 1e9,
+        BANDWIDTH_BYTES >> 20,
+        r.threads
+    );
+    s += &format!(
+        "  decode floor     {:>10.2} tokens/s  {:.1} MB of weights per token at that rate; decode reads {:.1} GB/s, {:.0}% of it\n",
+        floor,
+        r.weight_bytes as f64 / 1e6,
+        decode_rate * r.weight_bytes as f64 / 1e9,
+        100.0 * decode_rate / floor
+    );
     match r.peak_rss {
         Some(b) => s += &format!("  peak RSS         {:>10.1} MiB\n", b as f64 / (1024.0 * 1024.0)),
         None => s += "  peak RSS                n/a\n",
@@ -253,6 +312,9 @@ fn json(args: &BenchArgs, r: &Report) -> String {
         "decode_tokens_per_s": per_second(args.decode, median(&r.decode)),
         "decode_samples_s": all(&r.decode),
         "peak_rss_bytes": r.peak_rss,
+        "weight_bytes_per_token": r.weight_bytes,
+        "read_bandwidth_bytes_per_s": r.read_bandwidth,
+        "decode_floor_tokens_per_s": r.read_bandwidth / r.weight_bytes.max(1) as f64,
     });
     format!("{value}\n")
 }

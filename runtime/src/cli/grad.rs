@@ -31,7 +31,7 @@ pub struct GradArgs {
     /// Backpropagate through the sequence in chunks of N tokens (bounded memory, same gradients).
     #[arg(long, value_name = "N")]
     pub chunk: Option<usize>,
-    #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
     pub backend: BackendArg,
     /// Where to write `loss` and the gradients.
     #[arg(long, value_name = "FILE")]

@@ -25,9 +25,9 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum BackendArg {
     /// The reference interpreter.
-    #[default]
     Interp,
-    /// Fused kernels compiled to native code (Cranelift); the rest interpreted.
+    /// Fused kernels compiled to native code (Cranelift); the rest interpreted. The default.
+    #[default]
     Jit,
 }
 
@@ -59,7 +59,7 @@ pub enum Command {
         /// A peft adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
         #[arg(long, value_name = "DIR")]
         adapter: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
         backend: BackendArg,
         /// Where to write the logits.
         #[arg(long, value_name = "FILE")]
@@ -106,7 +106,7 @@ pub enum Command {
         /// A peft adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
         #[arg(long, value_name = "DIR")]
         adapter: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
         backend: BackendArg,
         #[command(flatten)]
         passes: PassArgs,

@@ -94,7 +94,7 @@ pub struct TrainArgs {
     /// Backpropagate through each sequence in chunks of N tokens (bounded memory, same gradients).
     #[arg(long, value_name = "N")]
     pub chunk: Option<usize>,
-    #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
     pub backend: BackendArg,
 }
 
