@@ -13,6 +13,7 @@ pub mod error;
 mod inputs;
 mod interp;
 pub mod jit;
+pub mod quant;
 pub mod tensor;
 
 pub use error::{ExecError, Location, NodeErrorKind, ScanFrame, Scope};

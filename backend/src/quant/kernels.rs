@@ -1,0 +1,150 @@
+//! Products with a quantized weight `ŵ` stored `[N, K]` (read as `transpose_rhs`): [`matvec`]
+//! for decode (one activation row) and [`matmul`] for prefill (`M` rows). Neither materializes
+//! the f32 weight: the decode kernel multiplies the 4-bit values straight from the packed bytes
+//! (unpacked in registers, each group's sum scaled once), the prefill kernel dequantizes one tile
+//! of [`TILE_ROWS`] weight rows at a time into scratch and reuses it for all `M` rows.
+//!
+//! Both split the weight rows into fixed blocks that rayon spreads over the threads, each output
+//! element being computed by exactly one task in an order fixed by the shapes.
+//!
+//! Guarantees: results do not depend on the number of threads (bit for bit); they agree with
+//! dequantize-then-multiply up to the reassociation of the sums (and fused multiply-add rounding
+//! on AVX2/AVX-512). [`matvec`] and [`matmul`] with `M = 1` may differ in the last bits, as they
+//! sum in different orders. Operand lengths that do not fit are an error, and nothing is written.
+
+use super::simd::{DecodeBlock, Isa};
+use super::{QuantError, QuantizedMatrix};
+use rayon::prelude::*;
+
+/// Weight rows per decode task: 64 rows of a 768-wide q4_0 weight are 27 KiB including the
+/// scales, enough to amortize the task, and small enough to balance two threads on 768 rows.
+const BLOCK_ROWS: usize = 64;
+
+/// Weight rows per prefill tile: 16 rows of a 768-wide weight are 48 KiB of f32, which stay in
+/// the L2 cache while every activation row is multiplied with them.
+const TILE_ROWS: usize = 16;
+
+/// `y[j] = Σ_p x[p]·ŵ[j, p]`, with `x.len() == q.cols()` and `y.len() == q.rows()`.
+pub fn matvec(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
+    matvec_on(Isa::detect(), q, x, y)
+}
+
+/// [`matvec`] compiled for `isa` (which the CPU must have: it comes from [`Isa::detect`] or is
+/// [`Isa::Portable`]).
+pub(super) fn matvec_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
+    let (n, k) = (q.rows(), q.cols());
+    let length = |what, expected: usize, actual: usize| {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(QuantError::OperandLength { what, rows: n, cols: k, expected, actual })
+        }
+    };
+    length("activation x", k, x.len())?;
+    length("output y", n, y.len())?;
+    if k == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    let xsum: Vec<f32> = x.chunks(q.group()).map(|g| g.iter().sum()).collect();
+    let groups = q.groups_per_row();
+    y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each_init(
+        || (vec![0.0; BLOCK_ROWS * groups], vec![0.0; BLOCK_ROWS * groups]),
+        |(scales, offsets), (b, out)| {
+            let len = out.len() * groups;
+            isa.decode_block(DecodeBlock {
+                q,
+                r0: b * BLOCK_ROWS,
+                x,
+                xsum: &xsum,
+                scales: &mut scales[..len],
+                offsets: &mut offsets[..len],
+                out,
+            });
+        },
+    );
+    Ok(())
+}
+
+/// `y[i, j] = Σ_p x[i, p]·ŵ[j, p]` for the `M = x.len() / q.cols()` rows of `x` (row-major
+/// `M × K`), into `y` (row-major `M × N`).
+pub fn matmul(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
+    matmul_on(Isa::detect(), q, x, y)
+}
+
+/// [`matmul`] compiled for `isa` (as in [`matvec_on`]).
+pub(super) fn matmul_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
+    let (n, k) = (q.rows(), q.cols());
+    let mismatch = |what, expected, actual| QuantError::OperandLength { what, rows: n, cols: k, expected, actual };
+    if k == 0 {
+        if !x.is_empty() {
+            return Err(mismatch("activations x", 0, x.len()));
+        }
+        y.fill(0.0);
+        return Ok(());
+    }
+    let m = x.len() / k;
+    if m * k != x.len() {
+        return Err(mismatch("activations x (a whole number of rows)", (m + 1) * k, x.len()));
+    }
+    if y.len() != m * n {
+        return Err(mismatch("output y", m * n, y.len()));
+    }
+    if y.is_empty() {
+        return Ok(());
+    }
+    let groups = q.groups_per_row();
+    let dst = Dst(y.as_mut_ptr());
+    let blocks = n.div_ceil(TILE_ROWS);
+    (0..blocks).into_par_iter().for_each_init(
+        || Scratch {
+            tile: vec![0.0; TILE_ROWS * k],
+            scales: vec![0.0; TILE_ROWS * groups],
+            offsets: vec![0.0; TILE_ROWS * groups],
+            products: vec![0.0; m * TILE_ROWS],
+        },
+        |s, b| {
+            let r0 = b * TILE_ROWS;
+            let rows = TILE_ROWS.min(n - r0);
+            let (scales, offsets) = (&mut s.scales[..rows * groups], &mut s.offsets[..rows * groups]);
+            q.group_constants(r0, scales, offsets);
+            let tile = &mut s.tile[..rows * k];
+            for (j, row) in tile.chunks_exact_mut(k).enumerate() {
+                q.decode_row(r0 + j, &scales[j * groups..], &offsets[j * groups..], row);
+            }
+            let products = &mut s.products[..m * rows];
+            isa.tile_products(x, tile, k, products);
+            for (i, p) in products.chunks_exact(rows).enumerate() {
+                // SAFETY: `y` holds `m × n` elements and stays mutably borrowed until the loop
+                // ends; this task alone writes elements `i·n + r0 .. i·n + r0 + rows` (its tile's
+                // columns of row `i`, inside the row as `r0 + rows ≤ n`).
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + r0), rows) };
+                o.copy_from_slice(p);
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Per-thread scratch of [`matmul`].
+#[derive(Debug)]
+struct Scratch {
+    tile: Vec<f32>,
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+    products: Vec<f32>,
+}
+
+/// The output of [`matmul`], shared by the tasks that write its disjoint column blocks.
+#[derive(Clone, Copy, Debug)]
+struct Dst(*mut f32);
+// SAFETY: tasks sharing a `Dst` write disjoint elements (see `matmul`).
+unsafe impl Send for Dst {}
+// SAFETY: as above.
+unsafe impl Sync for Dst {}
+
+impl Dst {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}

@@ -1,0 +1,240 @@
+//! The inner loops of the quantized products, written once as portable Rust that LLVM vectorizes
+//! (fixed-width lane arrays as independent accumulators), and compiled a second and third time
+//! with AVX2+FMA and AVX-512 enabled for CPUs that have them (detected at run time, [`Isa`]).
+//!
+//! Guarantees: every result is a sum whose order of operations depends only on the shapes and on
+//! whether fused multiply-add is used (the AVX variants use it, the portable one does not); in
+//! particular it does not depend on which rows are computed together or by which thread.
+
+use super::QuantizedMatrix;
+
+/// Lanes per accumulator array: two AVX2 vectors, one AVX-512 vector.
+const LANES: usize = 16;
+
+/// The instruction set the loops are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+/// Arguments of one block of decode rows: `out[j] = Σ_p x[p]·ŵ[r0 + j, p]`. `scales` and
+/// `offsets` are scratch of `out.len() × groups_per_row`; `xsum` holds the sums of `x` per group.
+#[derive(Debug)]
+pub(super) struct DecodeBlock<'a> {
+    pub q: &'a QuantizedMatrix,
+    pub r0: usize,
+    pub x: &'a [f32],
+    pub xsum: &'a [f32],
+    pub scales: &'a mut [f32],
+    pub offsets: &'a mut [f32],
+    pub out: &'a mut [f32],
+}
+
+impl Isa {
+    pub(super) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Computes one block of decode rows (see [`DecodeBlock`]).
+    pub(super) fn decode_block(self, b: DecodeBlock<'_>) {
+        match self {
+            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::decode_block_avx512(b) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
+            Isa::Portable => decode_block::<false>(b),
+        }
+    }
+
+    /// `out[i·w.len()/k + j] = Σ_p x[i·k + p]·w[j·k + p]` for the rows of `x` and `w` (`k`
+    /// columns each): the products of activation rows with a dequantized tile of weight rows.
+    pub(super) fn tile_products(self, x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
+        match self {
+            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::tile_products_avx512(x, w, k, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::tile_products_avx2(x, w, k, out) },
+            Isa::Portable => tile_products::<false>(x, w, k, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{decode_block, tile_products, DecodeBlock};
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn decode_block_avx2(b: DecodeBlock<'_>) {
+        decode_block::<true>(b)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn decode_block_avx512(b: DecodeBlock<'_>) {
+        decode_block::<true>(b)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_products_avx2(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
+        tile_products::<true>(x, w, k, out)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_products_avx512(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
+        tile_products::<true>(x, w, k, out)
+    }
+}
+
+/// `a·b + c`, fused when `FMA` (only instantiated so where the CPU has it).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The lanes summed in a fixed tree (halves added elementwise until one is left).
+#[inline(always)]
+fn hsum(mut a: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            a[l] += a[l + width];
+        }
+    }
+    a[0]
+}
+
+#[inline(always)]
+fn decode_block<const FMA: bool>(b: DecodeBlock<'_>) {
+    let DecodeBlock { q, r0, x, xsum, scales, offsets, out } = b;
+    let groups = q.groups_per_row();
+    q.group_constants(r0, scales, offsets);
+    let rb = q.row_bytes();
+    let packed = &q.packed()[r0 * rb..(r0 + out.len()) * rb];
+    for (j, (o, bytes)) in out.iter_mut().zip(packed.chunks_exact(rb.max(1))).enumerate() {
+        let consts = j * groups..(j + 1) * groups;
+        *o = quant_row_dot::<FMA>(bytes, q.group(), x, xsum, &scales[consts.clone()], &offsets[consts]);
+    }
+}
+
+/// `Σ_p x[p]·ŵ[p]` for one packed row, as `Σ_g d_g·Σ_{p∈g} q_p·x_p + o_g·Σ_{p∈g} x_p`: the
+/// nibbles are multiplied by `x` unscaled and each group's sum is scaled once.
+#[inline(always)]
+fn quant_row_dot<const FMA: bool>(
+    bytes: &[u8],
+    group: usize,
+    x: &[f32],
+    xsum: &[f32],
+    scales: &[f32],
+    offsets: &[f32],
+) -> f32 {
+    let stride = group.div_ceil(2);
+    let mut acc = [0f32; LANES];
+    let mut rest = 0f32;
+    for (g, (xs, ((&d, &o), &sx))) in x.chunks(group).zip(scales.iter().zip(offsets).zip(xsum)).enumerate() {
+        let h = xs.len().div_ceil(2);
+        let pairs = xs.len() / 2;
+        let b = &bytes[g * stride..g * stride + h];
+        let (xlo, xhi) = xs.split_at(h);
+        let full = pairs / LANES * LANES;
+        if full > 0 {
+            let mut lo = [0f32; LANES];
+            let mut hi = [0f32; LANES];
+            let chunks =
+                b[..full].chunks_exact(LANES).zip(xlo[..full].chunks_exact(LANES)).zip(xhi[..full].chunks_exact(LANES));
+            for ((bc, xl), xh) in chunks {
+                for l in 0..LANES {
+                    lo[l] = madd::<FMA>(f32::from(bc[l] & 15), xl[l], lo[l]);
+                    hi[l] = madd::<FMA>(f32::from(bc[l] >> 4), xh[l], hi[l]);
+                }
+            }
+            for l in 0..LANES {
+                acc[l] = madd::<FMA>(d, lo[l] + hi[l], acc[l]);
+            }
+        }
+        let mut s = 0f32;
+        for ((&bi, &xl), &xh) in b[full..pairs].iter().zip(&xlo[full..pairs]).zip(&xhi[full..]) {
+            s = madd::<FMA>(f32::from(bi & 15), xl, s);
+            s = madd::<FMA>(f32::from(bi >> 4), xh, s);
+        }
+        if h > pairs {
+            s = madd::<FMA>(f32::from(b[pairs] & 15), xlo[pairs], s);
+        }
+        rest = madd::<FMA>(d, s, rest);
+        rest = madd::<FMA>(o, sx, rest);
+    }
+    hsum(acc) + rest
+}
+
+/// Weight rows per register block of [`tile_products`]: four rows share each load of `x`.
+const ROW_BLOCK: usize = 4;
+
+#[inline(always)]
+fn tile_products<const FMA: bool>(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
+    let k1 = k.max(1);
+    let n = w.len() / k1;
+    let row = |j: usize| &w[j * k..(j + 1) * k];
+    for (xi, oi) in x.chunks_exact(k1).zip(out.chunks_exact_mut(n.max(1))) {
+        let mut j = 0;
+        while j + ROW_BLOCK <= n {
+            let ws: [&[f32]; ROW_BLOCK] = std::array::from_fn(|r| row(j + r));
+            oi[j..j + ROW_BLOCK].copy_from_slice(&dot_rows::<ROW_BLOCK, FMA>(xi, ws));
+            j += ROW_BLOCK;
+        }
+        for (j, o) in oi.iter_mut().enumerate().skip(j) {
+            *o = dot_rows::<1, FMA>(xi, [row(j)])[0];
+        }
+    }
+}
+
+/// `Σ_p x[p]·w[r][p]` for `R` rows at once; each row's sum is formed exactly as with `R = 1`.
+#[inline(always)]
+fn dot_rows<const R: usize, const FMA: bool>(x: &[f32], w: [&[f32]; R]) -> [f32; R] {
+    let full = x.len() / LANES * LANES;
+    let mut acc = [[0f32; LANES]; R];
+    for (c, xc) in x[..full].chunks_exact(LANES).enumerate() {
+        for r in 0..R {
+            let wc = &w[r][c * LANES..(c + 1) * LANES];
+            for l in 0..LANES {
+                acc[r][l] = madd::<FMA>(xc[l], wc[l], acc[r][l]);
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        let mut s = hsum(acc[r]);
+        for (&a, &b) in x[full..].iter().zip(&w[r][full..]) {
+            s = madd::<FMA>(a, b, s);
+        }
+        out[r] = s;
+    }
+    out
+}
