@@ -1,9 +1,11 @@
-//! The inner loops of the quantized products, written once as portable Rust that LLVM vectorizes
-//! (fixed-width lane arrays as independent accumulators), and compiled a second and third time
-//! with AVX2+FMA and AVX-512 enabled for CPUs that have them (detected at run time, [`Isa`]).
+//! The inner loops of the quantized products. Each is written once as portable Rust that LLVM
+//! vectorizes (fixed-width lane arrays as independent accumulators); the decode loop also has an
+//! AVX2+FMA version with intrinsics (used on CPUs with AVX2 or AVX-512), and the prefill loop is
+//! compiled again with AVX2+FMA and with AVX-512 enabled. The instruction set is detected at run
+//! time ([`Isa`]).
 //!
 //! Guarantees: every result is a sum whose order of operations depends only on the shapes and on
-//! whether fused multiply-add is used (the AVX variants use it, the portable one does not); in
+//! the instruction set (the AVX versions use fused multiply-add, the portable one does not); in
 //! particular it does not depend on which rows are computed together or by which thread.
 
 use super::QuantizedMatrix;
@@ -38,10 +40,11 @@ impl Isa {
     pub(super) fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if avx2 {
                 return Isa::Avx2;
             }
         }
@@ -51,13 +54,10 @@ impl Isa {
     /// Computes one block of decode rows (see [`DecodeBlock`]).
     pub(super) fn decode_block(self, b: DecodeBlock<'_>) {
         match self {
-            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
+            // SAFETY: the variants are only constructed when the CPU has AVX2 and FMA (`detect`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::decode_block_avx512(b) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
-            Isa::Portable => decode_block::<false>(b),
+            Isa::Avx512 | Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
+            Isa::Portable => decode_block(b, quant_row_dot::<false>),
         }
     }
 
@@ -78,20 +78,88 @@ impl Isa {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{decode_block, tile_products, DecodeBlock};
+    use super::{decode_block, dot_rows, hsum, quant_row_dot, tile_products, DecodeBlock, LANES};
+    use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn decode_block_avx2(b: DecodeBlock<'_>) {
-        decode_block::<true>(b)
+        // SAFETY: this function's caller guarantees AVX2 and FMA.
+        decode_block(b, |bytes, group, x, xsum, scales, offsets| unsafe {
+            quant_row_dot_avx2(bytes, group, x, xsum, scales, offsets)
+        })
     }
 
+    /// [`super::quant_row_dot`] for AVX2 with FMA. When the group size is a multiple of 32, the
+    /// whole groups run a vector loop: 16 bytes are zero-extended to two vectors of 32-bit lanes,
+    /// split into nibbles with a mask and a shift, converted and multiplied into lane
+    /// accumulators; even and odd groups fold into separate accumulators (two independent
+    /// chains), and the offsets' term `Σ_g o_g·xsum_g` is one dot product after the loop. Other
+    /// groups (a partial last group, odd group sizes) run the portable loop. The order of
+    /// operations depends only on the shapes.
+    ///
     /// # Safety
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn decode_block_avx512(b: DecodeBlock<'_>) {
-        decode_block::<true>(b)
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quant_row_dot_avx2(
+        bytes: &[u8],
+        group: usize,
+        x: &[f32],
+        xsum: &[f32],
+        scales: &[f32],
+        offsets: &[f32],
+    ) -> f32 {
+        let stride = group.div_ceil(2);
+        let whole = if group.is_multiple_of(2 * LANES) { x.len() / group } else { 0 };
+        // The lengths the vector loop reads (checked, so the raw loads below stay inside).
+        let (bytes_v, x_v, scales_v) = (&bytes[..whole * stride], &x[..whole * group], &scales[..whole]);
+        let mask = _mm256_set1_epi32(15);
+        let zero = _mm256_setzero_ps();
+        let mut acc = [zero; 4];
+        for (g, &d) in scales_v.iter().enumerate() {
+            let (mut lo0, mut lo1, mut hi0, mut hi1) = (zero, zero, zero, zero);
+            let bp = bytes_v.as_ptr().wrapping_add(g * stride);
+            let lp = x_v.as_ptr().wrapping_add(g * group);
+            let hp = lp.wrapping_add(stride);
+            for c in (0..stride).step_by(LANES) {
+                // SAFETY: group `g < whole` is whole and `stride = group / 2` is a multiple of
+                // 16, so bytes `g·stride + c .. + 16` lie in `bytes_v` and columns
+                // `g·group + c .. + 16` and `g·group + stride + c .. + 16` in `x_v`.
+                unsafe {
+                    let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bp.add(c).cast()));
+                    let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(bp.add(c + 8).cast()));
+                    let l0 = _mm256_cvtepi32_ps(_mm256_and_si256(a, mask));
+                    let u0 = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+                    let l1 = _mm256_cvtepi32_ps(_mm256_and_si256(b, mask));
+                    let u1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+                    lo0 = _mm256_fmadd_ps(l0, _mm256_loadu_ps(lp.add(c)), lo0);
+                    lo1 = _mm256_fmadd_ps(l1, _mm256_loadu_ps(lp.add(c + 8)), lo1);
+                    hi0 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(hp.add(c)), hi0);
+                    hi1 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(hp.add(c + 8)), hi1);
+                }
+            }
+            let dv = _mm256_set1_ps(d);
+            let s = 2 * (g & 1);
+            acc[s] = _mm256_fmadd_ps(dv, _mm256_add_ps(lo0, hi0), acc[s]);
+            acc[s + 1] = _mm256_fmadd_ps(dv, _mm256_add_ps(lo1, hi1), acc[s + 1]);
+        }
+        let mut lanes = [0f32; LANES];
+        // SAFETY: `lanes` holds 16 floats, two vectors' worth.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[0], acc[2]));
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(acc[1], acc[3]));
+        }
+        let offsets_term = dot_rows::<1, true>(&offsets[..whole], [&xsum[..whole]])[0];
+        let rest = quant_row_dot::<true>(
+            &bytes[whole * stride..],
+            group,
+            &x[whole * group..],
+            &xsum[whole..],
+            &scales[whole..],
+            &offsets[whole..],
+        );
+        hsum(lanes) + offsets_term + rest
     }
 
     /// # Safety
@@ -133,7 +201,7 @@ fn hsum(mut a: [f32; LANES]) -> f32 {
 }
 
 #[inline(always)]
-fn decode_block<const FMA: bool>(b: DecodeBlock<'_>) {
+fn decode_block(b: DecodeBlock<'_>, row_dot: impl Fn(&[u8], usize, &[f32], &[f32], &[f32], &[f32]) -> f32) {
     let DecodeBlock { q, r0, x, xsum, scales, offsets, out } = b;
     let groups = q.groups_per_row();
     q.group_constants(r0, scales, offsets);
@@ -141,7 +209,7 @@ fn decode_block<const FMA: bool>(b: DecodeBlock<'_>) {
     let packed = &q.packed()[r0 * rb..(r0 + out.len()) * rb];
     for (j, (o, bytes)) in out.iter_mut().zip(packed.chunks_exact(rb.max(1))).enumerate() {
         let consts = j * groups..(j + 1) * groups;
-        *o = quant_row_dot::<FMA>(bytes, q.group(), x, xsum, &scales[consts.clone()], &offsets[consts]);
+        *o = row_dot(bytes, q.group(), x, xsum, &scales[consts.clone()], &offsets[consts]);
     }
 }
 
