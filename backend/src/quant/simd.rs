@@ -1,6 +1,6 @@
 //! The inner loops of the quantized products. Each is written once as portable Rust that LLVM
-//! vectorizes (fixed-width lane arrays as independent accumulators); the decode loop also has an
-//! AVX2+FMA version with intrinsics (used on CPUs with AVX2 or AVX-512), and the prefill loop is
+//! vectorizes (fixed-width lane arrays as independent accumulators); the decode loop also has
+//! AVX2+FMA and AVX-512 versions with intrinsics (the same sums in the same order), and the prefill loop is
 //! compiled again with AVX2+FMA and with AVX-512 enabled. The instruction set is detected at run
 //! time ([`Isa`]).
 //!
@@ -54,9 +54,12 @@ impl Isa {
     /// Computes one block of decode rows (see [`DecodeBlock`]).
     pub(super) fn decode_block(self, b: DecodeBlock<'_>) {
         match self {
-            // SAFETY: the variants are only constructed when the CPU has AVX2 and FMA (`detect`).
+            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
+            Isa::Avx512 => unsafe { x86::decode_block_avx512(b) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
             Isa::Portable => decode_block(b, quant_row_dot::<false>),
         }
     }
@@ -116,7 +119,8 @@ mod x86 {
         let (bytes_v, x_v, scales_v) = (&bytes[..whole * stride], &x[..whole * group], &scales[..whole]);
         let mask = _mm256_set1_epi32(15);
         let zero = _mm256_setzero_ps();
-        let mut acc = [zero; 4];
+        // Even and odd groups fold into separate accumulators (swapped after every group).
+        let (mut even0, mut even1, mut odd0, mut odd1) = (zero, zero, zero, zero);
         for (g, &d) in scales_v.iter().enumerate() {
             let (mut lo0, mut lo1, mut hi0, mut hi1) = (zero, zero, zero, zero);
             let bp = bytes_v.as_ptr().wrapping_add(g * stride);
@@ -140,16 +144,82 @@ mod x86 {
                 }
             }
             let dv = _mm256_set1_ps(d);
-            let s = 2 * (g & 1);
-            acc[s] = _mm256_fmadd_ps(dv, _mm256_add_ps(lo0, hi0), acc[s]);
-            acc[s + 1] = _mm256_fmadd_ps(dv, _mm256_add_ps(lo1, hi1), acc[s + 1]);
+            even0 = _mm256_fmadd_ps(dv, _mm256_add_ps(lo0, hi0), even0);
+            even1 = _mm256_fmadd_ps(dv, _mm256_add_ps(lo1, hi1), even1);
+            std::mem::swap(&mut even0, &mut odd0);
+            std::mem::swap(&mut even1, &mut odd1);
         }
         let mut lanes = [0f32; LANES];
         // SAFETY: `lanes` holds 16 floats, two vectors' worth.
         unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[0], acc[2]));
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(acc[1], acc[3]));
+            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(even0, odd0));
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(even1, odd1));
         }
+        let offsets_term = dot_rows::<1, true>(&offsets[..whole], [&xsum[..whole]])[0];
+        let rest = quant_row_dot::<true>(
+            &bytes[whole * stride..],
+            group,
+            &x[whole * group..],
+            &xsum[whole..],
+            &scales[whole..],
+            &offsets[whole..],
+        );
+        hsum(lanes) + offsets_term + rest
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn decode_block_avx512(b: DecodeBlock<'_>) {
+        // SAFETY: this function's caller guarantees the features.
+        decode_block(b, |bytes, group, x, xsum, scales, offsets| unsafe {
+            quant_row_dot_avx512(bytes, group, x, xsum, scales, offsets)
+        })
+    }
+
+    /// [`quant_row_dot_avx2`] with the 16 lanes in one AVX-512 register: 16 bytes are
+    /// zero-extended to one vector of 32-bit lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn quant_row_dot_avx512(
+        bytes: &[u8],
+        group: usize,
+        x: &[f32],
+        xsum: &[f32],
+        scales: &[f32],
+        offsets: &[f32],
+    ) -> f32 {
+        let stride = group.div_ceil(2);
+        let whole = if group.is_multiple_of(2 * LANES) { x.len() / group } else { 0 };
+        // The lengths the vector loop reads (checked, so the raw loads below stay inside).
+        let (bytes_v, x_v, scales_v) = (&bytes[..whole * stride], &x[..whole * group], &scales[..whole]);
+        let mask = _mm512_set1_epi32(15);
+        let zero = _mm512_setzero_ps();
+        // Even and odd groups fold into separate accumulators (swapped after every group).
+        let (mut even, mut odd) = (zero, zero);
+        for (g, &d) in scales_v.iter().enumerate() {
+            let (mut lo, mut hi) = (zero, zero);
+            let bp = bytes_v.as_ptr().wrapping_add(g * stride);
+            let lp = x_v.as_ptr().wrapping_add(g * group);
+            let hp = lp.wrapping_add(stride);
+            for c in (0..stride).step_by(LANES) {
+                // SAFETY: as in `quant_row_dot_avx2`.
+                unsafe {
+                    let a = _mm512_cvtepu8_epi32(_mm_loadu_si128(bp.add(c).cast()));
+                    let l = _mm512_cvtepi32_ps(_mm512_and_si512(a, mask));
+                    let u = _mm512_cvtepi32_ps(_mm512_srli_epi32(a, 4));
+                    lo = _mm512_fmadd_ps(l, _mm512_loadu_ps(lp.add(c)), lo);
+                    hi = _mm512_fmadd_ps(u, _mm512_loadu_ps(hp.add(c)), hi);
+                }
+            }
+            even = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_add_ps(lo, hi), even);
+            std::mem::swap(&mut even, &mut odd);
+        }
+        let mut lanes = [0f32; LANES];
+        // SAFETY: `lanes` holds 16 floats, one vector's worth.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(even, odd)) };
         let offsets_term = dot_rows::<1, true>(&offsets[..whole], [&xsum[..whole]])[0];
         let rest = quant_row_dot::<true>(
             &bytes[whole * stride..],

@@ -322,3 +322,23 @@ fn bad_input_is_an_error() {
         Err(QuantError::ZeroGroup)
     );
 }
+
+/// The AVX2 and AVX-512 decode loops form the same sums in the same order.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_and_avx512_decode_agree_bit_for_bit() {
+    if Isa::detect() != Isa::Avx512 {
+        return;
+    }
+    for (n, k, group, _) in SHAPES {
+        for format in FORMATS {
+            let q = quantize(&random(n * k, 3), n, k, format, group).unwrap();
+            let x = random(k, 4);
+            let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+            matvec_on(Isa::Avx2, &q, &x, &mut a).unwrap();
+            matvec_on(Isa::Avx512, &q, &x, &mut b).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{format} N={n} K={k} G={group}");
+        }
+    }
+}
