@@ -8,10 +8,13 @@
 //! bandwidth printed first (`kiln_backend::jit::read_bandwidth`); the speed-up of q4 over f32 is
 //! the ratio of the times.
 //!
+//! Also the prefill product (`kiln_backend::quant::matmul`, 64 tokens through the block shape)
+//! against the JIT's f32 product (`kiln_backend::jit::product`), in flops (2 × multiply-adds).
+//!
 //! Run: `cargo bench --bench quant` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kiln_backend::quant::{matvec, quantize, QuantFormat, QuantizedMatrix};
+use kiln_backend::quant::{matmul, matvec, quantize, QuantFormat, QuantizedMatrix};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -63,6 +66,29 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    prefill(c);
+}
+
+/// 64 tokens through the 768 → 3072 block projection.
+fn prefill(c: &mut Criterion) {
+    let (m, k, n) = (64, 768, 3072);
+    let w = random(n * k, 3);
+    let x = random(m * k, 4);
+    let mut y = vec![0.0; m * n];
+    let mut group = c.benchmark_group("matmul/block_768x3072_m64");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+    let dims = kiln_backend::jit::ProductDims { rows: m, k, n, transpose_rhs: true };
+    group.bench_function(BenchmarkId::from_parameter("f32"), |b| {
+        b.iter(|| kiln_backend::jit::product(dims, black_box(&x), &w, black_box(&mut y)).unwrap())
+    });
+    for format in [QuantFormat::Q4_0, QuantFormat::Q4_1] {
+        let q = quantize(&w, n, k, format, GROUP).unwrap();
+        group.bench_function(BenchmarkId::from_parameter(format.name()), |b| {
+            b.iter(|| matmul(&q, black_box(&x), black_box(&mut y)).unwrap())
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -27,6 +27,8 @@ pub enum QuantError {
     MissingMinimums { rows: usize, cols: usize },
     #[error("{what} of a {rows} × {cols} {format} matrix (group {group}) holds a non-finite value at index {index}")]
     PartNonFinite { what: &'static str, format: &'static str, rows: usize, cols: usize, group: usize, index: usize },
+    #[error("product of activations with a dequantized weight tile: {0}")]
+    TileProduct(String),
     #[error("product with a {rows} × {cols} quantized weight: {what} has length {actual}, expected {expected}")]
     OperandLength { what: &'static str, rows: usize, cols: usize, expected: usize, actual: usize },
 }

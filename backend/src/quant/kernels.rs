@@ -2,7 +2,9 @@
 //! for decode (one activation row) and [`matmul`] for prefill (`M` rows). Neither materializes
 //! the f32 weight: the decode kernel multiplies the 4-bit values straight from the packed bytes
 //! (unpacked in registers, each group's sum scaled once), the prefill kernel dequantizes one tile
-//! of [`TILE_ROWS`] weight rows at a time into scratch and reuses it for all `M` rows.
+//! of [`TILE_ROWS`] weight rows at a time into scratch and multiplies all `M` rows with it by the
+//! JIT's f32 product ([`crate::jit::product`]: `gemm` micro-kernels, or its matrix-vector kernel
+//! for up to 8 rows), whose tiling depends only on the shapes.
 //!
 //! Both split the weight rows into fixed blocks that rayon spreads over the threads, each output
 //! element being computed by exactly one task in an order fixed by the shapes.
@@ -14,15 +16,17 @@
 
 use super::simd::{DecodeBlock, Isa};
 use super::{QuantError, QuantizedMatrix};
+use crate::jit::{product, ProductDims};
 use rayon::prelude::*;
 
 /// Weight rows per decode task: 64 rows of a 768-wide q4_0 weight are 27 KiB including the
 /// scales, enough to amortize the task, and small enough to balance two threads on 768 rows.
 const BLOCK_ROWS: usize = 64;
 
-/// Weight rows per prefill tile: 16 rows of a 768-wide weight are 48 KiB of f32, which stay in
-/// the L2 cache while every activation row is multiplied with them.
-const TILE_ROWS: usize = 16;
+/// Weight rows per prefill tile: 128 rows of a 768-wide weight are 384 KiB of f32, which stay
+/// in the L2 cache while the JIT's f32 product multiplies every activation row with them, and
+/// are wide enough for its register tiles.
+const TILE_ROWS: usize = 128;
 
 /// `y[j] = Σ_p x[p]·ŵ[j, p]`, with `x.len() == q.cols()` and `y.len() == q.rows()`.
 pub fn matvec(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
@@ -69,11 +73,6 @@ pub(super) fn matvec_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
 /// `y[i, j] = Σ_p x[i, p]·ŵ[j, p]` for the `M = x.len() / q.cols()` rows of `x` (row-major
 /// `M × K`), into `y` (row-major `M × N`).
 pub fn matmul(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
-    matmul_on(Isa::detect(), q, x, y)
-}
-
-/// [`matmul`] compiled for `isa` (as in [`matvec_on`]).
-pub(super) fn matmul_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
     let (n, k) = (q.rows(), q.cols());
     let mismatch = |what, expected, actual| QuantError::OperandLength { what, rows: n, cols: k, expected, actual };
     if k == 0 {
@@ -96,7 +95,7 @@ pub(super) fn matmul_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
     let groups = q.groups_per_row();
     let dst = Dst(y.as_mut_ptr());
     let blocks = n.div_ceil(TILE_ROWS);
-    (0..blocks).into_par_iter().for_each_init(
+    (0..blocks).into_par_iter().try_for_each_init(
         || Scratch {
             tile: vec![0.0; TILE_ROWS * k],
             scales: vec![0.0; TILE_ROWS * groups],
@@ -113,7 +112,8 @@ pub(super) fn matmul_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
                 q.decode_row(r0 + j, &scales[j * groups..], &offsets[j * groups..], row);
             }
             let products = &mut s.products[..m * rows];
-            isa.tile_products(x, tile, k, products);
+            let dims = ProductDims { rows: m, k, n: rows, transpose_rhs: true };
+            product(dims, x, tile, products).map_err(|e| QuantError::TileProduct(e.to_string()))?;
             for (i, p) in products.chunks_exact(rows).enumerate() {
                 // SAFETY: `y` holds `m × n` elements and stays mutably borrowed until the loop
                 // ends; this task alone writes elements `i·n + r0 .. i·n + r0 + rows` (its tile's
@@ -121,9 +121,9 @@ pub(super) fn matmul_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
                 let o = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + r0), rows) };
                 o.copy_from_slice(p);
             }
+            Ok(())
         },
-    );
-    Ok(())
+    )
 }
 
 /// Per-thread scratch of [`matmul`].

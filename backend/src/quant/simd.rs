@@ -1,8 +1,7 @@
-//! The inner loops of the quantized products. Each is written once as portable Rust that LLVM
-//! vectorizes (fixed-width lane arrays as independent accumulators); the decode loop also has
-//! AVX2+FMA and AVX-512 versions with intrinsics (the same sums in the same order), and the prefill loop is
-//! compiled again with AVX2+FMA and with AVX-512 enabled. The instruction set is detected at run
-//! time ([`Isa`]).
+//! The inner loop of the quantized decode product. It is written once as portable Rust that LLVM
+//! vectorizes (fixed-width lane arrays as independent accumulators), and also has
+//! AVX2+FMA and AVX-512 versions with intrinsics (the same sums in the same order). The
+//! instruction set is detected at run time ([`Isa`]).
 //!
 //! Guarantees: every result is a sum whose order of operations depends only on the shapes and on
 //! the instruction set (the AVX versions use fused multiply-add, the portable one does not); in
@@ -63,25 +62,11 @@ impl Isa {
             Isa::Portable => decode_block(b, quant_row_dot::<false>),
         }
     }
-
-    /// `out[i·w.len()/k + j] = Σ_p x[i·k + p]·w[j·k + p]` for the rows of `x` and `w` (`k`
-    /// columns each): the products of activation rows with a dequantized tile of weight rows.
-    pub(super) fn tile_products(self, x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
-        match self {
-            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::tile_products_avx512(x, w, k, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::tile_products_avx2(x, w, k, out) },
-            Isa::Portable => tile_products::<false>(x, w, k, out),
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{decode_block, dot_rows, hsum, quant_row_dot, tile_products, DecodeBlock, LANES};
+    use super::{decode_block, dot, hsum, quant_row_dot, DecodeBlock, LANES};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -155,7 +140,7 @@ mod x86 {
             _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(even0, odd0));
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(even1, odd1));
         }
-        let offsets_term = dot_rows::<1, true>(&offsets[..whole], [&xsum[..whole]])[0];
+        let offsets_term = dot::<true>(&offsets[..whole], &xsum[..whole]);
         let rest = quant_row_dot::<true>(
             &bytes[whole * stride..],
             group,
@@ -220,7 +205,7 @@ mod x86 {
         let mut lanes = [0f32; LANES];
         // SAFETY: `lanes` holds 16 floats, one vector's worth.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(even, odd)) };
-        let offsets_term = dot_rows::<1, true>(&offsets[..whole], [&xsum[..whole]])[0];
+        let offsets_term = dot::<true>(&offsets[..whole], &xsum[..whole]);
         let rest = quant_row_dot::<true>(
             &bytes[whole * stride..],
             group,
@@ -230,20 +215,6 @@ mod x86 {
             &offsets[whole..],
         );
         hsum(lanes) + offsets_term + rest
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_products_avx2(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
-        tile_products::<true>(x, w, k, out)
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_products_avx512(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
-        tile_products::<true>(x, w, k, out)
     }
 }
 
@@ -332,47 +303,20 @@ fn quant_row_dot<const FMA: bool>(
     hsum(acc) + rest
 }
 
-/// Weight rows per register block of [`tile_products`]: four rows share each load of `x`.
-const ROW_BLOCK: usize = 4;
-
+/// `Σ_p a[p]·b[p]` (over the shorter length) in [`LANES`] lane accumulators, then the tail.
 #[inline(always)]
-fn tile_products<const FMA: bool>(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
-    let k1 = k.max(1);
-    let n = w.len() / k1;
-    let row = |j: usize| &w[j * k..(j + 1) * k];
-    for (xi, oi) in x.chunks_exact(k1).zip(out.chunks_exact_mut(n.max(1))) {
-        let mut j = 0;
-        while j + ROW_BLOCK <= n {
-            let ws: [&[f32]; ROW_BLOCK] = std::array::from_fn(|r| row(j + r));
-            oi[j..j + ROW_BLOCK].copy_from_slice(&dot_rows::<ROW_BLOCK, FMA>(xi, ws));
-            j += ROW_BLOCK;
-        }
-        for (j, o) in oi.iter_mut().enumerate().skip(j) {
-            *o = dot_rows::<1, FMA>(xi, [row(j)])[0];
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let full = len / LANES * LANES;
+    let mut acc = [0f32; LANES];
+    for (ac, bc) in a[..full].chunks_exact(LANES).zip(b[..full].chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] = madd::<FMA>(ac[l], bc[l], acc[l]);
         }
     }
-}
-
-/// `Σ_p x[p]·w[r][p]` for `R` rows at once; each row's sum is formed exactly as with `R = 1`.
-#[inline(always)]
-fn dot_rows<const R: usize, const FMA: bool>(x: &[f32], w: [&[f32]; R]) -> [f32; R] {
-    let full = x.len() / LANES * LANES;
-    let mut acc = [[0f32; LANES]; R];
-    for (c, xc) in x[..full].chunks_exact(LANES).enumerate() {
-        for r in 0..R {
-            let wc = &w[r][c * LANES..(c + 1) * LANES];
-            for l in 0..LANES {
-                acc[r][l] = madd::<FMA>(xc[l], wc[l], acc[r][l]);
-            }
-        }
+    let mut s = hsum(acc);
+    for (&x, &y) in a[full..len].iter().zip(&b[full..len]) {
+        s = madd::<FMA>(x, y, s);
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        let mut s = hsum(acc[r]);
-        for (&a, &b) in x[full..].iter().zip(&w[r][full..]) {
-            s = madd::<FMA>(a, b, s);
-        }
-        out[r] = s;
-    }
-    out
+    s
 }
