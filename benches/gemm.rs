@@ -21,24 +21,13 @@
 //! Throughput is in multiply-adds × 2 (flops). Run: `cargo bench --bench gemm`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kiln_suite::random_values as random;
 use std::hint::black_box;
 use std::time::Duration;
 
 /// (name, m, k, n)
 const SHAPES: [(&str, usize, usize, usize); 3] =
     [("prefill_768x768", 512, 768, 768), ("prefill_768x3072", 512, 768, 3072), ("decode_head", 1, 768, 50277)];
-
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 /// `c = a · bᵀ` with the `gemm` crate.
 fn with_gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, threads: usize) {

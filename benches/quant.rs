@@ -15,6 +15,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln_backend::quant::{matmul, matvec, quantize, QuantFormat, QuantizedMatrix};
+use kiln_suite::random_values as random;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -22,18 +23,6 @@ use std::time::Duration;
 const SHAPES: [(&str, usize, usize); 2] = [("head_768x50277", 768, 50277), ("block_768x3072", 768, 3072)];
 
 const GROUP: usize = 32;
-
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let bandwidth = kiln_backend::jit::read_bandwidth(512 << 20, 5);

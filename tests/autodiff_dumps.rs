@@ -11,13 +11,7 @@ fn training_dumps(root: &Path, file: &Path) -> String {
     let spec = kiln_frontend::parse_spec(kiln_frontend::SourceFile::new(name, text)).unwrap_or_else(|e| panic!("{e}"));
     let lowered =
         kiln_frontend::compile(&spec, &serde_json::json!({}), &Default::default()).unwrap_or_else(|e| panic!("{e}"));
-    let weights: Vec<String> = lowered
-        .inputs()
-        .iter()
-        .filter_map(|&n| lowered.param(n))
-        .filter(|p| p.role == kiln_ir::ParamRole::Weight)
-        .map(|p| p.name.clone())
-        .collect();
+    let weights = kiln_runtime::finetune::weight_names(&lowered);
     let mut g = kiln_passes::training_graph(&lowered, &weights).unwrap();
     kiln_ir::verify(&g).unwrap();
     let built = g.to_string();

@@ -15,13 +15,7 @@ fn program_with(name: &str, options: GradientOptions) -> GradientProgram {
     let checkpoint = Checkpoint::open(&dir).unwrap();
     let spec = resolve_spec(checkpoint.config(), None).unwrap();
     let lowered = kiln_frontend::compile(&spec, checkpoint.config(), &Default::default()).unwrap();
-    let weights: Vec<String> = lowered
-        .inputs()
-        .iter()
-        .filter_map(|&n| lowered.param(n))
-        .filter(|p| p.role == kiln_ir::ParamRole::Weight)
-        .map(|p| p.name.clone())
-        .collect();
+    let weights = kiln_runtime::finetune::weight_names(&lowered);
     GradientProgram::new(&lowered, checkpoint, &weights, &options).unwrap()
 }
 

@@ -9,12 +9,15 @@
 //! Guarantee: no executor panics on bad input; every failure is an [`ExecError`] whose message is
 //! one line naming the input, or the node (`%N`), its spec location and the enclosing scans.
 
+mod disjoint;
 pub mod error;
 mod inputs;
 mod interp;
 pub mod jit;
 pub mod quant;
 pub mod tensor;
+#[cfg(test)]
+mod testing;
 
 pub use error::{ExecError, Location, NodeErrorKind, ScanFrame, Scope};
 pub use inputs::check_inputs;

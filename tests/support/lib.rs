@@ -86,6 +86,20 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     diff / scale
 }
 
+/// Deterministic pseudo-random values in [-0.5, 0.5) (xorshift64 seeded from `seed`), for
+/// benches and tests that need the same data in every run.
+pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
 /// A fresh, empty scratch directory for one test (removed first if a previous run left it).
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-test-{}-{name}", std::process::id()));

@@ -12,6 +12,7 @@
 //! the instruction set picked, never on the number of threads or on which block the row is in;
 //! sums agree with the interpreter's to reassociation (and fused multiply-add rounding).
 
+use crate::disjoint::Disjoint;
 use crate::interp::matmul::dot;
 use rayon::prelude::*;
 
@@ -41,7 +42,7 @@ pub fn matvec(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> bool {
         out.par_chunks_mut(BLOCK_ROWS).zip(w.par_chunks(BLOCK_ROWS * k)).for_each(|(o, w)| kernel.rows(x, w, o));
         return true;
     }
-    let dst = Dst(out.as_mut_ptr());
+    let dst = Disjoint(out.as_mut_ptr());
     w.par_chunks(BLOCK_ROWS * k).enumerate().for_each(|(b, w)| {
         let j0 = b * BLOCK_ROWS;
         for (i, xi) in x.chunks_exact(k).enumerate() {
@@ -53,20 +54,6 @@ pub fn matvec(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> bool {
         }
     });
     true
-}
-
-/// The output of [`matvec`], shared by the tasks that write its disjoint column blocks.
-#[derive(Clone, Copy, Debug)]
-struct Dst(*mut f32);
-// SAFETY: tasks sharing a `Dst` write disjoint elements (see `matvec`).
-unsafe impl Send for Dst {}
-// SAFETY: as above.
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// The instruction set the dot products use.

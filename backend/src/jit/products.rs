@@ -218,18 +218,7 @@ unsafe fn tile(d: ProductDims, lhs: &[f32], rhs: &[f32], row0: usize, col0: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::random_values as values;
 
     fn naive(d: ProductDims, a: &[f32], b: &[f32]) -> Vec<f64> {
         let mut out = vec![0.0; d.rows * d.n];

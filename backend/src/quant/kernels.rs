@@ -16,6 +16,7 @@
 
 use super::simd::{DecodeBlock, Isa};
 use super::{QuantError, QuantizedMatrix};
+use crate::disjoint::Disjoint;
 use crate::jit::{product, ProductDims};
 use rayon::prelude::*;
 
@@ -93,7 +94,7 @@ pub fn matmul(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), Quant
         return Ok(());
     }
     let groups = q.groups_per_row();
-    let dst = Dst(y.as_mut_ptr());
+    let dst = Disjoint(y.as_mut_ptr());
     let blocks = n.div_ceil(TILE_ROWS);
     (0..blocks).into_par_iter().try_for_each_init(
         || Scratch {
@@ -133,18 +134,4 @@ struct Scratch {
     scales: Vec<f32>,
     offsets: Vec<f32>,
     products: Vec<f32>,
-}
-
-/// The output of [`matmul`], shared by the tasks that write its disjoint column blocks.
-#[derive(Clone, Copy, Debug)]
-struct Dst(*mut f32);
-// SAFETY: tasks sharing a `Dst` write disjoint elements (see `matmul`).
-unsafe impl Send for Dst {}
-// SAFETY: as above.
-unsafe impl Sync for Dst {}
-
-impl Dst {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }

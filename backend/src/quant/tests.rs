@@ -5,19 +5,8 @@
 use super::kernels::matvec_on;
 use super::simd::Isa;
 use super::*;
+use crate::testing::random_values as random;
 use half::f16;
-
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
 
 /// The scale, offset and group minimum of element (r, c).
 fn group_of(q: &QuantizedMatrix, r: usize, c: usize) -> (f32, f32) {
