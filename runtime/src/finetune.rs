@@ -6,7 +6,7 @@
 //! handed to [`GradientProgram`]; the starting values of the trainables come from the checkpoint
 //! (full) or the adapter (LoRA), in the program's trainable order.
 
-use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor};
+use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor, AdapterWeight};
 use crate::checkpoint::Checkpoint;
 use crate::gradient::{GradientOptions, GradientProgram};
 use crate::train::{LossAndGrad, Objective, SaveTrained, TrainableSpec};
@@ -56,24 +56,38 @@ impl Finetune {
             }
             Tuning::Adapter(adapter) => {
                 let (lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, adapter.config())?;
-                let names: Vec<String> = weights.iter().map(|w| w.name.clone()).collect();
-                let program = GradientProgram::new(&lowered, checkpoint, &names, options)?;
-                let params = names
-                    .iter()
-                    .map(|n| {
-                        adapter.tensor(n).map(|t| t.data.clone()).ok_or_else(|| {
-                            Error::Usage(format!("the adapter has no tensor `{n}` for a product its targets match"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, Error>>()?;
-                Ok(Finetune { program, params, adapter: Some(adapter) })
+                Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
             Tuning::NewAdapter { config, seed } => {
-                let (_, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
+                let (lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
                 let adapter = Adapter::init(config, &weights, seed);
-                Finetune::new(dir, spec_path, Tuning::Adapter(adapter), options)
+                Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
         }
+    }
+}
+
+impl Finetune {
+    /// The training step of `adapter`'s tensors on `lowered`, a graph the adapter's rewrite
+    /// introduced `weights` into.
+    fn for_adapter(
+        lowered: &Graph,
+        weights: &[AdapterWeight],
+        adapter: Adapter,
+        checkpoint: Checkpoint,
+        options: &GradientOptions,
+    ) -> Result<Finetune, Error> {
+        let names: Vec<String> = weights.iter().map(|w| w.name.clone()).collect();
+        let program = GradientProgram::new(lowered, checkpoint, &names, options)?;
+        let params = names
+            .iter()
+            .map(|n| {
+                adapter.tensor(n).map(|t| t.data.clone()).ok_or_else(|| {
+                    Error::Usage(format!("the adapter has no tensor `{n}` for a product its targets match"))
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Finetune { program, params, adapter: Some(adapter) })
     }
 }
 

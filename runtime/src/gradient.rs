@@ -48,9 +48,15 @@ enum Source {
     Tokens,
     /// The token each position predicts (chunk graphs).
     Targets,
-    Frozen {
+    /// A frozen weight read from the memory map on every call (f32, aligned).
+    Mapped {
         name: String,
         shape: Vec<usize>,
+    },
+    /// A frozen weight converted once when compiling (another dtype, or unaligned).
+    Converted {
+        shape: Vec<usize>,
+        data: Vec<f32>,
     },
     Trainable(usize),
     /// The `index`-th state (in [`GradientProgram::states`] order), given by the caller.
@@ -358,14 +364,18 @@ impl Program {
                 ParamRole::Weight => match trainables.iter().position(|t| t.name == param.name) {
                     Some(i) => Source::Trainable(i),
                     None => {
-                        // Checked now, so a missing or misshaped weight fails at load, not mid-training.
-                        checkpoint.tensor_f32(&param.name, &shape).map_err(|source| {
+                        // Read now, so a missing or misshaped weight fails at load, not mid-training,
+                        // and a weight that needs converting is converted once.
+                        let read = checkpoint.tensor_f32(&param.name, &shape).map_err(|source| {
                             match &graph.node(input).origin {
                                 Some(o) => Error::Weight { source, declared: o.to_string() },
                                 None => Error::Checkpoint(source),
                             }
                         })?;
-                        Source::Frozen { name: param.name.clone(), shape }
+                        match read {
+                            Cow::Borrowed(_) => Source::Mapped { name: param.name.clone(), shape },
+                            Cow::Owned(data) => Source::Converted { shape, data },
+                        }
                     }
                 },
                 ParamRole::State { .. } => Source::State(state_index(&param.name)?),
@@ -391,10 +401,11 @@ impl Program {
             inputs.push(match s {
                 Source::Tokens => Tensor::borrowed_i64(&[feed.tokens.len()], feed.tokens)?,
                 Source::Targets => Tensor::borrowed_i64(&[feed.targets.len()], feed.targets)?,
-                Source::Frozen { name, shape } => match checkpoint.tensor_f32(name, shape)? {
+                Source::Mapped { name, shape } => match checkpoint.tensor_f32(name, shape)? {
                     Cow::Borrowed(data) => Tensor::borrowed_f32(shape, data)?,
                     Cow::Owned(data) => Tensor::f32(shape, data)?,
                 },
+                Source::Converted { shape, data } => Tensor::borrowed_f32(shape, data)?,
                 Source::Trainable(i) => {
                     let values = feed.params.get(*i).ok_or_else(|| missing("a trainable"))?;
                     Tensor::borrowed_f32(&self.shapes[*i], values)?
