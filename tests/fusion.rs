@@ -22,15 +22,8 @@ fn compile(path: &Path, config: &serde_json::Value, disabled: &[&str]) -> Graph 
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    // Doubling is exact, so these are the values the generator gave before it was shared.
+    kiln_suite::random_values(n, seed).into_iter().map(|v| 2.0 * v).collect()
 }
 
 /// Runs `graph` on random inputs named like its parameters (so both graphs get the same data).
