@@ -53,6 +53,7 @@ fn lora_tiny() {
             &serde_json::json!({}),
             &CompileOptions::default(),
             Some(&adapter),
+            None,
             &passes,
         )
         .unwrap_or_else(|e| panic!("{}", e.render()))

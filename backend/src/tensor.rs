@@ -1,5 +1,6 @@
-//! Dense tensors as the backends exchange them with callers: a concrete shape and a row-major,
-//! contiguous buffer of `f32`, `i64` or `bool` that is either owned or borrowed.
+//! Tensors as the backends exchange them with callers: a concrete shape and a row-major,
+//! contiguous buffer of `f32`, `i64` or `bool` that is either owned or borrowed, or a shared
+//! 4-bit quantized matrix ([`QuantizedMatrix`]), which only weight inputs can be.
 //!
 //! Borrowing lets weights memory-mapped from a checkpoint be passed without copying
 //! ([`Tensor::borrowed_f32`]); results are always owned ([`Tensor::into_owned`]).
@@ -9,11 +10,13 @@
 //! The crate-internal helpers (strides, axis splitting, strided copies) check their own bounds;
 //! `OutSlice` is where kernels write a result (the arena of a planned call, or an allocation).
 
-use crate::error::ExecError;
-use kiln_ir::DType;
+use crate::error::{ExecError, NodeErrorKind};
+use crate::quant::{QuantFormat, QuantizedMatrix};
+use kiln_ir::{DType, Quant, QuantScheme};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// A concrete shape, outermost dimension first; `[]` is a scalar.
 pub type Dims = SmallVec<[usize; 4]>;
@@ -24,6 +27,25 @@ pub enum TensorData<'a> {
     F32(Cow<'a, [f32]>),
     I64(Cow<'a, [i64]>),
     Bool(Cow<'a, [bool]>),
+    /// A quantized matrix: shared, never copied; its element count is `rows × cols`.
+    Quant(Arc<QuantizedMatrix>),
+}
+
+/// The IR's name for a quantized matrix's format.
+pub fn quant_type(q: &QuantizedMatrix) -> Quant {
+    let scheme = match q.format() {
+        QuantFormat::Q4_0 => QuantScheme::Q4_0,
+        QuantFormat::Q4_1 => QuantScheme::Q4_1,
+    };
+    Quant { scheme, group: u32::try_from(q.group()).unwrap_or(u32::MAX) }
+}
+
+/// The backend's format for the IR's quantization scheme.
+pub fn quant_format(scheme: QuantScheme) -> QuantFormat {
+    match scheme {
+        QuantScheme::Q4_0 => QuantFormat::Q4_0,
+        QuantScheme::Q4_1 => QuantFormat::Q4_1,
+    }
 }
 
 impl<'a> TensorData<'a> {
@@ -32,6 +54,7 @@ impl<'a> TensorData<'a> {
             TensorData::F32(_) => DType::F32,
             TensorData::I64(_) => DType::I64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::Quant(q) => DType::Quant(quant_type(q)),
         }
     }
 
@@ -40,6 +63,7 @@ impl<'a> TensorData<'a> {
             TensorData::F32(d) => d.len(),
             TensorData::I64(d) => d.len(),
             TensorData::Bool(d) => d.len(),
+            TensorData::Quant(q) => q.rows().saturating_mul(q.cols()),
         }
     }
 
@@ -53,6 +77,7 @@ impl<'a> TensorData<'a> {
             TensorData::F32(d) => TensorData::F32(Cow::Borrowed(d)),
             TensorData::I64(d) => TensorData::I64(Cow::Borrowed(d)),
             TensorData::Bool(d) => TensorData::Bool(Cow::Borrowed(d)),
+            TensorData::Quant(q) => TensorData::Quant(Arc::clone(q)),
         }
     }
 
@@ -62,6 +87,7 @@ impl<'a> TensorData<'a> {
             TensorData::F32(d) => TensorData::F32(Cow::Owned(d.into_owned())),
             TensorData::I64(d) => TensorData::I64(Cow::Owned(d.into_owned())),
             TensorData::Bool(d) => TensorData::Bool(Cow::Owned(d.into_owned())),
+            TensorData::Quant(q) => TensorData::Quant(q),
         }
     }
 
@@ -72,16 +98,19 @@ impl<'a> TensorData<'a> {
             TensorData::F32(d) => TensorData::F32(Cow::Borrowed(d.get(start..end)?)),
             TensorData::I64(d) => TensorData::I64(Cow::Borrowed(d.get(start..end)?)),
             TensorData::Bool(d) => TensorData::Bool(Cow::Borrowed(d.get(start..end)?)),
+            TensorData::Quant(_) => return None,
         })
     }
 
-    /// Zero-filled (`false`) data of `len` elements.
-    pub(crate) fn zeros(dtype: DType, len: usize) -> TensorData<'static> {
-        match dtype {
+    /// Zero-filled (`false`) data of `len` elements; `None` for a quantized matrix, which is
+    /// never computed, only supplied.
+    pub(crate) fn zeros(dtype: DType, len: usize) -> Option<TensorData<'static>> {
+        Some(match dtype {
             DType::F32 => TensorData::F32(Cow::Owned(vec![0.0; len])),
             DType::I64 => TensorData::I64(Cow::Owned(vec![0; len])),
             DType::Bool => TensorData::Bool(Cow::Owned(vec![false; len])),
-        }
+            DType::Quant(_) => return None,
+        })
     }
 
     /// Copies all of `src` into `self` starting at element `offset`. Returns `false` (and changes
@@ -163,13 +192,15 @@ impl OutSlice<'_> {
 }
 
 impl TensorData<'_> {
-    /// The elements as a mutable slice (copies first if borrowed).
-    pub(crate) fn out_slice(&mut self) -> OutSlice<'_> {
-        match self {
+    /// The elements as a mutable slice (copies first if borrowed); `None` for a quantized
+    /// matrix, which no kernel writes.
+    pub(crate) fn out_slice(&mut self) -> Option<OutSlice<'_>> {
+        Some(match self {
             TensorData::F32(d) => OutSlice::F32(d.to_mut()),
             TensorData::I64(d) => OutSlice::I64(d.to_mut()),
             TensorData::Bool(d) => OutSlice::Bool(d.to_mut()),
-        }
+            TensorData::Quant(_) => return None,
+        })
     }
 }
 
@@ -232,10 +263,16 @@ impl<'a> Tensor<'a> {
         Tensor { shape: Dims::new(), data: TensorData::F32(Cow::Owned(vec![value])) }
     }
 
-    /// A tensor of zeros (`false` for `bool`).
+    /// A quantized matrix `[rows, cols]`, shared (not copied).
+    pub fn quantized(matrix: Arc<QuantizedMatrix>) -> Tensor<'static> {
+        Tensor { shape: [matrix.rows(), matrix.cols()].into_iter().collect(), data: TensorData::Quant(matrix) }
+    }
+
+    /// A tensor of zeros (`false` for `bool`); a quantized type is an error.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor<'static>, ExecError> {
-        let n = numel(shape).ok_or_else(|| ExecError::ElementCount { shape: shape.to_vec(), dtype, len: 0 })?;
-        Tensor::new(shape, TensorData::zeros(dtype, n))
+        let bad = || ExecError::ElementCount { shape: shape.to_vec(), dtype, len: 0 };
+        let n = numel(shape).ok_or_else(bad)?;
+        Tensor::new(shape, TensorData::zeros(dtype, n).ok_or_else(bad)?)
     }
 
     /// Crate-internal constructor for kernels that computed `data` for `shape` themselves.
@@ -288,6 +325,13 @@ impl<'a> Tensor<'a> {
     pub fn as_i64(&self) -> Option<&[i64]> {
         match &self.data {
             TensorData::I64(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_quantized(&self) -> Option<&QuantizedMatrix> {
+        match &self.data {
+            TensorData::Quant(q) => Some(q),
             _ => None,
         }
     }
@@ -514,8 +558,18 @@ macro_rules! for_dtype {
                 type $E = bool;
                 $body
             }
+            // The type rules keep quantized matrices out of every op that is generic over the
+            // element type; a backend reaching here was handed a graph that skipped them.
+            found @ kiln_ir::DType::Quant(_) => {
+                return Err($crate::tensor::quantized_operand(found));
+            }
         }
     };
+}
+
+/// The error of a generic op that was handed a quantized matrix.
+pub(crate) fn quantized_operand(found: DType) -> NodeErrorKind {
+    NodeErrorKind::Internal { what: format!("a {found} matrix reached an op that only reads dense tensors") }
 }
 pub(crate) use for_dtype;
 
@@ -568,7 +622,7 @@ mod tests {
 
     #[test]
     fn write_at_checks_bounds_and_dtype() {
-        let mut d = TensorData::zeros(DType::F32, 4);
+        let mut d = TensorData::zeros(DType::F32, 4).unwrap();
         assert!(d.write_at(2, &TensorData::F32(Cow::Owned(vec![1.0, 2.0]))));
         assert!(!d.write_at(3, &TensorData::F32(Cow::Owned(vec![1.0, 2.0]))));
         assert!(!d.write_at(0, &TensorData::I64(Cow::Owned(vec![1]))));

@@ -75,6 +75,8 @@ pub struct WeightDecl {
     pub when: Option<Expr>,
     /// What the name means where it does not exist (e.g. a tied head is the embedding).
     pub otherwise: Option<Expr>,
+    /// `quantize = true | false`: overrides the quantize pass's policy for this weight.
+    pub quantize: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -375,16 +377,23 @@ impl Reader {
         for (k, v) in sorted(t) {
             let name = self.ident(k)?;
             let table = self.table(k, v)?;
-            let (mut template, mut shape, mut when, mut otherwise) = (None, None, None, None);
+            let (mut template, mut shape, mut when, mut otherwise, mut quantize) = (None, None, None, None, None);
             for (k2, v2) in sorted(table) {
                 match k2.get_ref().as_ref() {
                     "name" => template = Some(self.string(v2, "`name`")?),
                     "shape" => shape = Some(self.expr(v2)?),
                     "when" => when = Some(self.expr(v2)?),
                     "else" => otherwise = Some(self.expr(v2)?),
+                    "quantize" => {
+                        quantize = Some(v2.get_ref().as_bool().ok_or_else(|| {
+                            Diagnostic::at(&self.loc(v2.span()), "`quantize` must be true or false")
+                                .label(format!("found {}", v2.get_ref().type_str()))
+                        })?)
+                    }
                     "doc" => {}
                     other => {
-                        return Err(self.unknown_key(k2, other, &["name", "shape", "when", "else", "doc"], "a weight"))
+                        const KEYS: [&str; 6] = ["name", "shape", "when", "else", "quantize", "doc"];
+                        return Err(self.unknown_key(k2, other, &KEYS, "a weight"));
                     }
                 }
             }
@@ -394,7 +403,7 @@ impl Reader {
             if otherwise.is_some() && when.is_none() {
                 return Err(Diagnostic::at(&name.loc, format!("weight `{}` has `else` without `when`", name.name)));
             }
-            out.push(WeightDecl { name, template, shape, when, otherwise });
+            out.push(WeightDecl { name, template, shape, when, otherwise, quantize });
         }
         Ok(out)
     }

@@ -19,7 +19,7 @@ use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -114,6 +114,9 @@ pub struct Graph {
     inputs: Vec<NodeId>,
     outputs: Vec<Output>,
     plan: Option<Box<MemoryPlan>>,
+    /// The spec's `quantize = true | false` on weights, by tensor name: directions for the
+    /// quantize pass, not semantics (dumps and equality ignore them).
+    quantize_hints: BTreeMap<String, bool>,
 }
 
 impl PartialEq for Graph {
@@ -133,6 +136,16 @@ impl Graph {
         let id = self.graph.add_node(Node { op: Op::Input(param), results: [ty].into_iter().collect(), origin });
         self.inputs.push(id);
         id.into()
+    }
+
+    /// Records the spec's direction to quantize the weight `name` (`true`) or keep it in f32.
+    pub fn set_quantize_hint(&mut self, name: &str, quantize: bool) {
+        self.quantize_hints.insert(name.to_string(), quantize);
+    }
+
+    /// The spec's direction for the weight `name`, if it gave one.
+    pub fn quantize_hint(&self, name: &str) -> Option<bool> {
+        self.quantize_hints.get(name).copied()
     }
 
     /// Adds a scalar constant.

@@ -40,6 +40,10 @@ pub enum TypeError {
     Kernel { what: String },
     #[error("an input's type is declared, not inferred")]
     Input,
+    #[error("`{op}` cannot read the quantized {found} in operand {slot}: only the weight of a product or the table of a gather can be quantized")]
+    Quantized { op: String, slot: usize, found: DType },
+    #[error("a quantized weight must be a matrix [N, K] of fixed sizes with a group of at least 1, got {found}")]
+    QuantizedShape { found: Type },
 }
 
 type Results = SmallVec<[Type; 1]>;
@@ -98,8 +102,44 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     Some(Shape(dims))
 }
 
+/// Which operand of `op` may be a quantized matrix: a product's weight, a gather's table.
+fn quantized_slot(op: &Op) -> Option<usize> {
+    match op {
+        Op::MatMul { .. } | Op::FusedMatMul { .. } => Some(1),
+        Op::Gather => Some(0),
+        _ => None,
+    }
+}
+
+/// Checks that only the operand [`quantized_slot`] allows is quantized, and that it is a matrix
+/// of fixed sizes.
+fn quantized_operands(op: &Op, ops: &[&Type]) -> Result<(), TypeError> {
+    for (slot, t) in ops.iter().enumerate() {
+        if let DType::Quant(q) = t.dtype {
+            if quantized_slot(op) != Some(slot) {
+                return Err(TypeError::Quantized { op: op.mnemonic(), slot, found: t.dtype });
+            }
+            let fixed = t.rank() == 2 && t.shape.dims().iter().all(|d| d.fixed().is_some());
+            if !fixed || q.group == 0 {
+                return Err(TypeError::QuantizedShape { found: (*t).clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element type a product reads its weight as, or a gather its table: a quantized matrix
+/// is read as `f32`.
+fn dense(t: &Type) -> DType {
+    match t.dtype {
+        DType::Quant(_) => DType::F32,
+        d => d,
+    }
+}
+
 /// The result types of `op` applied to operands of types `ops`.
 pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
+    quantized_operands(op, ops)?;
     match op {
         Op::Input(_) => {
             arity(op, ops, 0)?;
@@ -148,7 +188,9 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
         Op::MatMul { transpose_rhs } => {
             arity(op, ops, 2)?;
             dtype(op, ops[0], DType::F32)?;
-            dtype(op, ops[1], DType::F32)?;
+            if dense(ops[1]) != DType::F32 {
+                return Err(TypeError::DType { op: op.mnemonic(), expected: DType::F32, found: ops[1].dtype });
+            }
             let (l, r) = (&ops[0].shape, &ops[1].shape);
             let mismatch = || TypeError::MatMul { lhs: l.clone(), rhs: r.clone(), transpose_rhs: *transpose_rhs };
             if l.rank() < 1 || r.rank() != 2 {
@@ -251,7 +293,7 @@ pub fn infer(op: &Op, ops: &[&Type]) -> Result<Results, TypeError> {
                 return Err(TypeError::Axis { op: op.mnemonic(), axis: 0, rank: 0 });
             }
             let dims = ops[1].shape.dims().iter().chain(&ops[0].shape.dims()[1..]).copied();
-            Ok(one(Type::new(ops[0].dtype, Shape::new(dims))))
+            Ok(one(Type::new(dense(ops[0]), Shape::new(dims))))
         }
         Op::OneHot { depth } => {
             arity(op, ops, 1)?;

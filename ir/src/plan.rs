@@ -38,7 +38,7 @@
 
 use crate::graph::{Graph, NodeId, Value};
 use crate::op::Op;
-use crate::types::{Count, DType, Type};
+use crate::types::{Count, DType, QuantScheme, Type};
 use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
@@ -170,18 +170,35 @@ impl Count {
     }
 }
 
-/// Bytes per element.
-pub fn dtype_bytes(dtype: DType) -> i64 {
+/// Bytes per element; `None` for a quantized matrix, whose size is not per element (see
+/// [`value_bytes`]).
+pub fn dtype_bytes(dtype: DType) -> Option<i64> {
     match dtype {
-        DType::F32 => 4,
-        DType::I64 => 8,
-        DType::Bool => 1,
+        DType::F32 => Some(4),
+        DType::I64 => Some(8),
+        DType::Bool => Some(1),
+        DType::Quant(_) => None,
     }
 }
 
-/// The exact byte size of a value of type `ty`; `None` if it is not linear in `T`.
+/// The exact byte size of a value of type `ty`; `None` if it is not linear in `T`. A quantized
+/// matrix `[N, K]` (fixed sizes) counts its packed codes, two per byte and each row starting on
+/// a byte, and its f16 scales (and minimums) per group.
 pub fn value_bytes(ty: &Type) -> Option<Count> {
-    ty.shape.count().map(|c| c.scaled(dtype_bytes(ty.dtype)))
+    match ty.dtype {
+        DType::Quant(q) => {
+            let [n, k] = ty.shape.dims() else { return None };
+            let (n, k) = (n.fixed()? as i64, k.fixed()? as i64);
+            let groups = k.checked_add(i64::from(q.group) - 1)? / i64::from(q.group).max(1);
+            let per_group = match q.scheme {
+                QuantScheme::Q4_0 => 2,
+                QuantScheme::Q4_1 => 4,
+            };
+            let row = (k + 1) / 2 + groups * per_group;
+            Some(Count { per_t: 0, constant: n.checked_mul(row)? })
+        }
+        dtype => ty.shape.count().map(|c| c.scaled(dtype_bytes(dtype).unwrap_or(0))),
+    }
 }
 
 /// The bytes of every intermediate of `graph` (each value its own allocation, nothing freed, not

@@ -14,15 +14,67 @@ pub enum DType {
     F32,
     I64,
     Bool,
+    /// A 4-bit quantized weight matrix `[N, K]` (see [`Quant`]). Only a weight input can have
+    /// this type, and only the right operand of a product or the table of a gather can read it
+    /// (the type rules enforce both); every result computed from it is `f32`.
+    Quant(Quant),
+}
+
+impl DType {
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::Quant(_))
+    }
 }
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::I64 => "i64",
-            DType::Bool => "bool",
-        })
+        match self {
+            DType::F32 => f.write_str("f32"),
+            DType::I64 => f.write_str("i64"),
+            DType::Bool => f.write_str("bool"),
+            DType::Quant(q) => write!(f, "{q}"),
+        }
+    }
+}
+
+/// A 4-bit weight format: each row of `[N, K]` is cut along `K` into groups of `group` values
+/// (the last group of a row may be shorter), each with an f16 scale, and for
+/// [`QuantScheme::Q4_1`] an f16 minimum. Printed `q4_0:32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quant {
+    pub scheme: QuantScheme,
+    pub group: u32,
+}
+
+/// How a group's 4-bit codes `c` map back to values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuantScheme {
+    /// Symmetric: `(c - 8) * scale`.
+    Q4_0,
+    /// Affine: `c * scale + min`.
+    Q4_1,
+}
+
+impl QuantScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantScheme::Q4_0 => "q4_0",
+            QuantScheme::Q4_1 => "q4_1",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<QuantScheme> {
+        match name {
+            "q4_0" => Some(QuantScheme::Q4_0),
+            "q4_1" => Some(QuantScheme::Q4_1),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Quant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.scheme.name(), self.group)
     }
 }
 

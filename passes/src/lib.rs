@@ -1,7 +1,8 @@
 //! Kiln's passes over the IR. Each pass is a free function in its own module that takes a
 //! graph and leaves it valid (the verifier holds before and after); [`manager`] runs them as a
 //! named, timed pipeline. [`default_pipeline`] is the list the runtime uses. [`lora`] applies an
-//! adapter before it and is not in that list (it needs the adapter).
+//! adapter before it and [`quantize`] retypes weights after it; neither is in that list (they
+//! need the adapter, the quantization options).
 
 pub mod algebraic;
 pub mod autodiff;
@@ -14,6 +15,7 @@ pub mod fuse_matmul;
 pub mod lora;
 pub mod manager;
 pub mod memory_plan;
+pub mod quantize;
 pub mod rewrite;
 pub mod shape_fold;
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub use fuse_matmul::fuse_matmul;
 pub use lora::{lora, LoraError, LoraTemplate};
 pub use manager::{DumpPoint, Pass, PassReport, Pipeline, PipelineOptions, RunReport};
 pub use memory_plan::memory_plan;
+pub use quantize::{quantize, QuantizeError, QuantizeOptions, QuantizeReport};
 pub use shape_fold::shape_fold;
 
 /// Every pass, in the order the default pipeline runs them.

@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::CheckpointError;
 pub use safetensors::Dtype;
-pub use save::{save, save_f32, write_atomically, TensorData};
+pub use save::{save, save_f32, save_with_metadata, write_atomically, TensorData};
 
 use shard::Shard;
 
@@ -185,6 +185,38 @@ impl Checkpoint {
             });
         }
         decode_f32(&shard.mmap[entry.range.clone()], entry.info.dtype, name, &shard.file_name)
+    }
+}
+
+impl Checkpoint {
+    /// The stored bytes of tensor `name` after checking its dtype and shape exactly (packed
+    /// 4-bit weights and their f16 scales, see [`crate::quantized`]).
+    pub fn tensor_bytes(&self, name: &str, dtype: Dtype, expected_shape: &[usize]) -> Result<&[u8], CheckpointError> {
+        let Some(entry) = self.index.get(name) else {
+            return Err(CheckpointError::MissingTensor {
+                name: name.to_string(),
+                file: self.weights.to_string(),
+                suggestion: suggest(name, self.index.keys().map(String::as_str)).map(str::to_string),
+            });
+        };
+        let shard = &self.shards[entry.shard];
+        if entry.info.shape != expected_shape {
+            return Err(CheckpointError::Shape {
+                name: name.to_string(),
+                file: shard.file_name.clone(),
+                found: entry.info.shape.clone(),
+                expected: expected_shape.to_vec(),
+            });
+        }
+        if entry.info.dtype != dtype {
+            return Err(CheckpointError::WrongDtype {
+                name: name.to_string(),
+                file: shard.file_name.clone(),
+                found: entry.info.dtype,
+                expected: dtype,
+            });
+        }
+        Ok(&shard.mmap[entry.range.clone()])
     }
 }
 

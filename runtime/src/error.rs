@@ -27,6 +27,8 @@ pub enum Error {
     Jit(#[from] kiln_backend::jit::JitError),
     #[error(transparent)]
     Pass(#[from] kiln_passes::PassError),
+    #[error(transparent)]
+    Quantize(Box<kiln_passes::QuantizeError>),
     #[error("cannot build the training step: {0}")]
     Autodiff(Box<kiln_passes::AutodiffError>),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod gradient;
 pub mod init;
 pub mod model;
+pub mod quantized;
 mod rng;
 pub mod sample;
 pub mod specs;

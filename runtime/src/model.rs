@@ -6,15 +6,18 @@
 
 use crate::adapter::{compile_spec_adapted, Adapter, AdapterWeight};
 use crate::checkpoint::Checkpoint;
+use crate::quantized::quantized_weight;
 use crate::specs;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
+use kiln_backend::quant::QuantizedMatrix;
 use kiln_backend::{Executable, Interpreter, Tensor};
 use kiln_frontend::{CompileOptions, SpecFile};
-use kiln_ir::{Graph, Op, OutputRole, ParamRole};
-use kiln_passes::{PipelineOptions, RunReport};
+use kiln_ir::{DType, Graph, Op, OutputRole, ParamRole};
+use kiln_passes::{PipelineOptions, QuantizeOptions, QuantizeReport, RunReport};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Which backend executes the graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub struct LoadOptions {
     /// An adapter (LoRA) applied to the model: its rewrite runs before the passes, its tensors
     /// are bound from it and every other weight from the checkpoint.
     pub adapter: Option<Adapter>,
+    /// Quantize weights to 4 bits at load (`--quantize`). A checkpoint written by
+    /// `kiln quantize` is loaded quantized without it.
+    pub quantize: Option<QuantizeOptions>,
 }
 
 /// Compiles a spec for a config: lowering, the default pass pipeline, verification.
@@ -54,7 +60,7 @@ pub fn compile_spec_with(
     options: &CompileOptions,
     passes: &PipelineOptions,
 ) -> Result<(Graph, RunReport), Error> {
-    compile_spec_adapted(spec, config, options, None, passes).map(|c| (c.graph, c.report))
+    compile_spec_adapted(spec, config, options, None, None, passes).map(|c| (c.graph, c.report))
 }
 
 /// The spec a model directory (or `--spec`) calls for.
@@ -81,6 +87,10 @@ enum Binding {
     Owned {
         shape: Vec<usize>,
         data: Vec<f32>,
+    },
+    /// A 4-bit weight, read packed or quantized at load.
+    Quantized {
+        matrix: Arc<QuantizedMatrix>,
     },
     /// An adapter tensor, copied from the adapter (replaced by [`Model::set_adapter`]).
     Adapter {
@@ -154,6 +164,7 @@ pub struct Model {
     vocab: Option<usize>,
     logits_index: usize,
     adapter_weights: Vec<AdapterWeight>,
+    quantized: Option<QuantizeReport>,
 }
 
 impl std::fmt::Debug for Model {
@@ -173,14 +184,16 @@ impl Model {
     /// Compiles `spec` for `checkpoint` (and `options.adapter`) and binds its weights.
     pub fn with_spec(spec: &SpecFile, checkpoint: Checkpoint, options: &LoadOptions) -> Result<Model, Error> {
         let adapter = options.adapter.as_ref();
+        let quantize = crate::quantized::load_options(&checkpoint, options.quantize.as_ref())?;
         let compiled = compile_spec_adapted(
             spec,
             checkpoint.config(),
             &options.compile,
             adapter.map(Adapter::config),
+            quantize.as_ref(),
             &options.passes,
         )?;
-        let (graph, adapter_weights) = (compiled.graph, compiled.adapter_weights);
+        let (graph, adapter_weights, quantized) = (compiled.graph, compiled.adapter_weights, compiled.quantized);
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
         for &input in graph.inputs() {
@@ -192,6 +205,19 @@ impl Model {
                 (ParamRole::Tokens, ..) => Binding::Tokens,
                 (ParamRole::Weight, Some(w), Some(a)) => {
                     Binding::Adapter { weight: w.clone(), data: a.values_for(w)?.to_vec() }
+                }
+                (ParamRole::Weight, ..) if ty.dtype.is_quantized() => {
+                    let (DType::Quant(q), &[rows, cols]) = (ty.dtype, &shape[..]) else {
+                        return Err(Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name)));
+                    };
+                    let matrix = quantized_weight(&checkpoint, &param.name, q, rows, cols).map_err(|e| match e {
+                        Error::Checkpoint(source) => match &graph.node(input).origin {
+                            Some(o) => Error::Weight { source, declared: o.to_string() },
+                            None => Error::Checkpoint(source),
+                        },
+                        e => e,
+                    })?;
+                    Binding::Quantized { matrix }
                 }
                 (ParamRole::Weight, ..) => match checkpoint.tensor_f32(&param.name, &shape).map_err(|source| {
                     match &graph.node(input).origin {
@@ -237,6 +263,7 @@ impl Model {
             vocab,
             logits_index,
             adapter_weights,
+            quantized,
         })
     }
 
@@ -280,6 +307,11 @@ impl Model {
         Ok(())
     }
 
+    /// What the quantize pass decided for every weight matrix, when the model is quantized.
+    pub fn quantization(&self) -> Option<&QuantizeReport> {
+        self.quantized.as_ref()
+    }
+
     /// Number of rows of the table token ids index (the vocabulary), when the graph has one.
     pub fn vocab_size(&self) -> Option<usize> {
         self.vocab
@@ -320,6 +352,7 @@ impl Model {
                     Cow::Owned(data) => Tensor::f32(shape, data)?,
                 },
                 Binding::Owned { shape, data } => Tensor::borrowed_f32(shape, data)?,
+                Binding::Quantized { matrix } => Tensor::quantized(Arc::clone(matrix)),
                 Binding::Adapter { weight, data } => Tensor::borrowed_f32(&weight.shape, data)?,
                 Binding::State { index } => Tensor::borrowed_f32(&self.slots[*index].shape, &state.values[*index])?,
             });

@@ -13,7 +13,7 @@
 //! `bool` and `i64` intermediates therefore live in the arena like `f32` ones, as bytes.
 
 use crate::error::NodeErrorKind;
-use crate::tensor::{OutSlice, TensorData};
+use crate::tensor::{quantized_operand, OutSlice, TensorData};
 use kiln_ir::plan::dtype_bytes;
 use kiln_ir::{Count, DType};
 use std::borrow::Cow;
@@ -74,7 +74,7 @@ impl Layout {
 
 /// The byte range a value of `count` elements of `dtype` takes at `offset`.
 pub(crate) fn value_range(offset: usize, dtype: DType, count: usize) -> Option<Range<usize>> {
-    let len = count.checked_mul(dtype_bytes(dtype) as usize)?;
+    let len = count.checked_mul(dtype_bytes(dtype)? as usize)?;
     Some(offset..offset.checked_add(len)?)
 }
 
@@ -136,6 +136,7 @@ pub(crate) fn typed(bytes: &[u8], dtype: DType) -> Result<TensorData<'_>, NodeEr
         DType::F32 => TensorData::F32(Cow::Borrowed(bytemuck::try_cast_slice(bytes).map_err(|e| bad(e.into()))?)),
         DType::I64 => TensorData::I64(Cow::Borrowed(bytemuck::try_cast_slice(bytes).map_err(|e| bad(e.into()))?)),
         DType::Bool => TensorData::Bool(Cow::Borrowed(bytemuck::checked::try_cast_slice(bytes).map_err(bad)?)),
+        DType::Quant(_) => return Err(quantized_operand(dtype)),
     })
 }
 
@@ -149,6 +150,7 @@ pub(crate) fn typed_mut(bytes: &mut [u8], dtype: DType) -> Result<OutSlice<'_>, 
             bytes.fill(0);
             OutSlice::Bool(bytemuck::checked::try_cast_slice_mut(bytes).map_err(bad)?)
         }
+        DType::Quant(_) => return Err(quantized_operand(dtype)),
     })
 }
 

@@ -14,7 +14,7 @@
 use super::dest::Dest;
 use super::{matmul, resolve_shape, PAR_MIN_ELEMENTS};
 use crate::error::NodeErrorKind;
-use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
+use crate::tensor::{numel, quantized_operand, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::{DType, Instr, Kernel, Level, Op};
 use rayon::prelude::*;
 use smallvec::SmallVec;
@@ -58,9 +58,16 @@ pub(crate) fn run(
     let mut data: Vec<TensorData<'static>> = Vec::with_capacity(types.len());
     for (dtype, shape) in &types {
         let n = numel(shape).ok_or_else(|| NodeErrorKind::TooLarge { shape: shape.to_vec() })?;
-        data.push(TensorData::zeros(*dtype, n));
+        data.push(TensorData::zeros(*dtype, n).ok_or_else(|| quantized_operand(*dtype))?);
     }
-    run_into(op, kernel, ops, t, data.iter_mut().map(TensorData::out_slice).collect())?;
+    let outs = data.iter_mut().map(TensorData::out_slice).collect::<Option<Vec<_>>>();
+    let quantized = || {
+        types.iter().map(|(d, _)| *d).find(|d| d.is_quantized()).map_or_else(
+            || NodeErrorKind::Internal { what: "a kernel result has no storage".into() },
+            quantized_operand,
+        )
+    };
+    run_into(op, kernel, ops, t, outs.ok_or_else(quantized)?)?;
     Ok(types.into_iter().zip(data).map(|((_, shape), d)| Tensor::from_parts(shape, d)).collect())
 }
 

@@ -5,7 +5,8 @@
 //! independent accumulators (vectorizable, and more accurate than one running sum). Without it,
 //! each output row accumulates `lhs[i, k] * rhs[k, ..]` for `k` in order (the i-k-j loop).
 //!
-//! [`Products::Native`] hands the same checked operands to the JIT's products instead.
+//! [`Products::Native`] hands the same checked operands to the JIT's products instead. A
+//! quantized weight goes to [`super::quantized`].
 //!
 //! Guarantee: the order of operations for each output element is fixed; rayon (used when the
 //! product is large) only distributes output rows and, for matrix-vector products, blocks of
@@ -73,6 +74,9 @@ pub(crate) fn matmul(
     dest: Dest<'_>,
 ) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 2)?;
+    if ops[1].as_quantized().is_some() {
+        return super::quantized::matmul(products, op, transpose_rhs, ops, dest);
+    }
     let (a, b) = (f32_operand(op, ops, 0)?, f32_operand(op, ops, 1)?);
     let (d, out_shape) = product_dims(transpose_rhs, ops[0].shape(), ops[1].shape())?;
     let (k, n) = (d.k, d.n);

@@ -29,6 +29,7 @@ mod kernel;
 pub(crate) mod matmul;
 pub(crate) mod plan;
 pub(crate) mod planned;
+pub(crate) mod quantized;
 pub(crate) mod reduce;
 pub(crate) mod scan;
 pub(crate) mod shape_ops;

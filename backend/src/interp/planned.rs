@@ -22,7 +22,7 @@ use super::plan::{Plan, Step, StepKind};
 use super::{elementwise, f32_operand, kernel, matmul, resolve_shape, scan};
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
 use crate::jit::products;
-use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
+use crate::tensor::{numel, quantized_operand, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::{DType, Graph, Node, Op, Placement, Value};
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -401,7 +401,7 @@ where
     for (r, &place) in step.place.iter().enumerate() {
         let (dtype, dims, n) = declared(node, r, t).map_err(fail)?;
         if place == Placement::External {
-            owned.push(Some(TensorData::zeros(dtype, n)));
+            owned.push(Some(TensorData::zeros(dtype, n).ok_or_else(|| fail(quantized_operand(dtype)))?));
             results.push((dtype, dims, None));
         } else {
             let range = buffer_range(layout, place, dtype, n).map_err(fail)?;
@@ -428,7 +428,7 @@ where
                     k += 1;
                     typed_mut(sp.take(k - 1).map_err(fail)?, *dtype).map_err(fail)?
                 }
-                (None, Some(data)) => data.out_slice(),
+                (None, Some(data)) => data.out_slice().ok_or_else(|| fail(internal("a quantized result")))?,
                 (None, None) => return Err(fail(internal("an external result without storage"))),
             });
         }
@@ -491,7 +491,8 @@ fn fused(
             let (dims, shape) = matmul::product_dims(*transpose_rhs, ops[0].shape(), ops[1].shape())?;
             let len = numel(&shape).ok_or_else(too_large)?;
             let region = region.get_mut(..len).ok_or_else(|| internal("the product does not fit its region"))?;
-            if let (Products::Native, Some(code)) = (step.products, native) {
+            let quantized = ops[1].as_quantized().is_some();
+            if let (Products::Native, Some(code), false) = (step.products, native, quantized) {
                 let (lhs, rhs) = (f32_operand(&matmul_op, ops, 0)?, f32_operand(&matmul_op, ops, 1)?);
                 let mut slices = f32_outputs(outs)?;
                 let native_err = |e: crate::jit::JitError| NodeErrorKind::Native { what: e.to_string() };

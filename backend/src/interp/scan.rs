@@ -26,7 +26,7 @@ use super::plan::Plan;
 use super::planned;
 use super::resolve_shape;
 use crate::error::{ExecError, Location, NodeErrorKind};
-use crate::tensor::{numel, Dims, OutSlice, Tensor, TensorData};
+use crate::tensor::{numel, quantized_operand, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::Scan;
 use smallvec::SmallVec;
 
@@ -65,7 +65,8 @@ pub(crate) fn run(
                         shape: std::iter::once(steps).chain(out.shape().iter().copied()).collect(),
                     })
                 })?;
-                *stack = Some((out.shape().iter().copied().collect(), TensorData::zeros(out.dtype(), len)));
+                let zeros = TensorData::zeros(out.dtype(), len).ok_or_else(|| fail(quantized_operand(out.dtype())))?;
+                *stack = Some((out.shape().iter().copied().collect(), zeros));
             }
             let Some((shape, data)) = stack else { continue };
             if shape.as_slice() != out.shape() || !data.write_at(step * out.len(), out.data()) {
@@ -91,7 +92,7 @@ pub(crate) fn run(
                     .map(|&v| scan.body.value_type(v))
                     .ok_or_else(|| scan_err(format!("the body has no output {}", c + j)))?;
                 let elem = resolve_shape(&ty.shape, t).map_err(fail)?;
-                (elem, TensorData::zeros(ty.dtype, 0))
+                (elem, TensorData::zeros(ty.dtype, 0).ok_or_else(|| fail(quantized_operand(ty.dtype)))?)
             }
         };
         let shape: Dims = std::iter::once(steps).chain(elem).collect();

@@ -188,6 +188,9 @@ pub(crate) fn unfold(
 pub(crate) fn gather(op: &Op, ops: &[&Tensor<'_>], dest: Dest<'_>) -> Result<Emitted, NodeErrorKind> {
     arity(op, ops, 2)?;
     expect_dtype(op, ops, 1, DType::I64)?;
+    if ops[0].as_quantized().is_some() {
+        return super::quantized::gather(op, ops, dest);
+    }
     let (table, indices) = (ops[0], ops[1]);
     let Some((&rows, row_shape)) = table.shape().split_first() else {
         return Err(NodeErrorKind::Axis { op: op.mnemonic(), axis: 0, rank: 0 });

@@ -95,6 +95,9 @@ impl<'s> Lowerer<'s> {
             return Ok(Val::Tensor(*v));
         }
         let v = g.add_input(Param { role: ParamRole::Weight, name: name.clone() }, ty, Some(w.name.loc.origin(None)));
+        if let Some(quantize) = w.quantize {
+            g.set_quantize_hint(&name, quantize);
+        }
         self.weight_inputs.insert(name, (v, w.name.loc.clone()));
         Ok(Val::Tensor(v))
     }

@@ -1,13 +1,16 @@
 //! Applying an adapter to a model's graph: the adapter spec for the config's `peft_type`
 //! (`models/lora.toml`) is compiled for the config, and the `lora` pass rewrites the graph as
-//! lowered, before the default pipeline. The pass shows up first in the pipeline's report, and
-//! `--before lora` / `--after lora` dump around it.
+//! lowered, before the default pipeline, and the `quantize` pass (with `--quantize`) after it.
+//! Both show up first in the pipeline's report, and `--before NAME` / `--after NAME` dump around
+//! them.
 
 use super::{AdapterConfig, AdapterError, AdapterWeight};
 use crate::{specs, Error};
 use kiln_frontend::{compile_adapter, AdapterCompiler, AdapterSpec, CompileOptions, Diagnostic, SpecFile};
 use kiln_ir::{Graph, Value};
-use kiln_passes::{DumpPoint, LoraError, LoraTemplate, PassReport, PipelineOptions, RunReport};
+use kiln_passes::{
+    DumpPoint, LoraError, LoraTemplate, PassReport, PipelineOptions, QuantizeOptions, QuantizeReport, RunReport,
+};
 use std::time::Instant;
 
 /// A model compiled through the whole pipeline, with or without an adapter.
@@ -18,6 +21,8 @@ pub struct Compiled {
     pub report: RunReport,
     /// The tensors the adapter added, as the rewrite created them (before dead code was removed).
     pub adapter_weights: Vec<AdapterWeight>,
+    /// What the quantize pass decided, when it ran.
+    pub quantized: Option<QuantizeReport>,
 }
 
 /// The adapter spec's rewrite, as the `lora` pass asks for it.
@@ -76,13 +81,15 @@ pub fn lora_graph(
     Ok((graph, weights))
 }
 
-/// Lowers `spec` for `config`, applies `adapter` if given, then runs the default pipeline with
-/// `passes`. `passes.dump` may name `lora` (the adapter's pass) as well as any pipeline pass.
+/// Lowers `spec` for `config`, applies `adapter` if given, quantizes weights if `quantize` is
+/// given, then runs the default pipeline with `passes`. `passes.dump` may name `lora` or
+/// `quantize` (the passes run by hand) as well as any pipeline pass.
 pub fn compile_spec_adapted(
     spec: &SpecFile,
     config: &serde_json::Value,
     options: &CompileOptions,
     adapter: Option<&AdapterConfig>,
+    quantize: Option<&QuantizeOptions>,
     passes: &PipelineOptions,
 ) -> Result<Compiled, Error> {
     let mut graph = kiln_frontend::compile(spec, config, options)?;
@@ -96,25 +103,27 @@ pub fn compile_spec_adapted(
                 "the lora pass applies the adapter and cannot be disabled; leave out the adapter instead".into(),
             ));
         }
-        let at = passes.dump.as_ref().filter(|(n, _)| n == kiln_passes::lora::NAME).map(|(_, p)| *p);
-        if at.is_some() {
-            pipeline_options.dump = None;
+        adapter_weights = by_hand(kiln_passes::lora::NAME, &mut graph, &mut pipeline_options, &mut report, |g| {
+            apply_adapter(g, adapter)
+        })?;
+    }
+    let mut quantized = None;
+    if let Some(quantize) = quantize {
+        if passes.disabled.iter().any(|d| d == kiln_passes::quantize::NAME) {
+            return Err(Error::Usage("the quantize pass cannot be disabled; leave out --quantize instead".into()));
         }
-        let capture = |report: &mut RunReport, graph: &Graph| {
-            report.dump = Some(graph.to_string());
-            report.dump_graph = Some(graph.clone());
-        };
-        if at == Some(DumpPoint::Before) {
-            capture(&mut report, &graph);
+        // Adapter tensors stay f32: they are what training updates.
+        let mut quantize = quantize.clone();
+        for w in &adapter_weights {
+            quantize.overrides.entry(w.name.clone()).or_insert(false);
         }
-        let start = Instant::now();
-        let (weights, changes) = apply_adapter(&mut graph, adapter)?;
-        let time = start.elapsed();
-        report.passes.push(PassReport { name: kiln_passes::lora::NAME, changes, time, skipped: false });
-        if at == Some(DumpPoint::After) {
-            capture(&mut report, &graph);
-        }
-        adapter_weights = weights;
+        let name = kiln_passes::quantize::NAME;
+        quantized = Some(by_hand(name, &mut graph, &mut pipeline_options, &mut report, |g| {
+            let r = kiln_passes::quantize(g, &quantize).map_err(|e| Error::Quantize(Box::new(e)))?;
+            kiln_ir::verify(g)?;
+            let changes = r.quantized().count();
+            Ok((r, changes))
+        })?);
     }
     let rest = kiln_passes::default_pipeline().run(&mut graph, &pipeline_options)?;
     kiln_ir::verify(&graph)?;
@@ -123,5 +132,35 @@ pub fn compile_spec_adapted(
         report.dump = rest.dump;
         report.dump_graph = rest.dump_graph;
     }
-    Ok(Compiled { graph, report, adapter_weights })
+    Ok(Compiled { graph, report, adapter_weights, quantized })
+}
+
+/// Runs a pass that is not in the default pipeline (it needs arguments), timing it into
+/// `report` and capturing the dump `options` asks for around it (which the pipeline then no
+/// longer captures).
+fn by_hand<T>(
+    name: &'static str,
+    graph: &mut Graph,
+    options: &mut PipelineOptions,
+    report: &mut RunReport,
+    pass: impl FnOnce(&mut Graph) -> Result<(T, usize), Error>,
+) -> Result<T, Error> {
+    let at = options.dump.as_ref().filter(|(n, _)| n == name).map(|(_, p)| *p);
+    if at.is_some() {
+        options.dump = None;
+    }
+    let capture = |report: &mut RunReport, graph: &Graph| {
+        report.dump = Some(graph.to_string());
+        report.dump_graph = Some(graph.clone());
+    };
+    if at == Some(DumpPoint::Before) {
+        capture(report, graph);
+    }
+    let start = Instant::now();
+    let (result, changes) = pass(graph)?;
+    report.passes.push(PassReport { name, changes, time: start.elapsed(), skipped: false });
+    if at == Some(DumpPoint::After) {
+        capture(report, graph);
+    }
+    Ok(result)
 }

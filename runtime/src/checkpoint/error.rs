@@ -83,6 +83,10 @@ pub enum CheckpointError {
     )]
     UnsupportedDtype { name: String, file: String, dtype: Dtype },
 
+    /// A tensor read as raw bytes is stored with another dtype.
+    #[error("tensor `{name}` in {file} has dtype {found}, expected {expected}")]
+    WrongDtype { name: String, file: String, found: Dtype, expected: Dtype },
+
     /// [`save`](super::save) was given inconsistent tensors or an unusable path.
     #[error("cannot write {}: {reason}", .path.display())]
     InvalidSave { path: PathBuf, reason: String },

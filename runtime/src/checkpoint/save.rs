@@ -19,6 +19,10 @@ pub enum TensorData<'a> {
     F32(&'a [f32]),
     /// Stored as `I64` (token ids).
     I64(&'a [i64]),
+    /// Stored as `U8` (packed 4-bit weights).
+    U8(&'a [u8]),
+    /// Stored as `F16` (quantization scales).
+    F16(&'a [half::f16]),
 }
 
 impl TensorData<'_> {
@@ -26,6 +30,8 @@ impl TensorData<'_> {
         match self {
             TensorData::F32(v) => v.len(),
             TensorData::I64(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::F16(v) => v.len(),
         }
     }
 
@@ -33,6 +39,8 @@ impl TensorData<'_> {
         match self {
             TensorData::F32(_) => Dtype::F32,
             TensorData::I64(_) => Dtype::I64,
+            TensorData::U8(_) => Dtype::U8,
+            TensorData::F16(_) => Dtype::F16,
         }
     }
 
@@ -42,11 +50,15 @@ impl TensorData<'_> {
             match self {
                 TensorData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
                 TensorData::I64(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+                TensorData::U8(v) => Cow::Borrowed(v),
+                TensorData::F16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             }
         } else {
             match self {
                 TensorData::F32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
                 TensorData::I64(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                TensorData::U8(v) => Cow::Borrowed(v),
+                TensorData::F16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             }
         }
     }
@@ -81,6 +93,15 @@ impl View for &Entry<'_> {
 /// The header carries `{"format": "pt"}` metadata, as `save_pretrained` writes, so transformers
 /// accepts the file too. Names must be unique and each data length must equal its shape's product.
 pub fn save(path: &Path, tensors: &[(&str, &[usize], TensorData<'_>)]) -> Result<(), CheckpointError> {
+    save_with_metadata(path, tensors, &[])
+}
+
+/// [`save`] with extra header metadata entries (key, value) besides `format`.
+pub fn save_with_metadata(
+    path: &Path,
+    tensors: &[(&str, &[usize], TensorData<'_>)],
+    metadata: &[(String, String)],
+) -> Result<(), CheckpointError> {
     let invalid = |reason: String| CheckpointError::InvalidSave { path: path.to_path_buf(), reason };
     let mut names = BTreeSet::new();
     let mut entries = Vec::with_capacity(tensors.len());
@@ -103,7 +124,7 @@ pub fn save(path: &Path, tensors: &[(&str, &[usize], TensorData<'_>)]) -> Result
     }
 
     let (dir, tmp) = temp_path(path).ok_or_else(|| invalid("the path names no file".into()))?;
-    let result = write_and_rename(path, &dir, &tmp, &entries);
+    let result = write_and_rename(path, &dir, &tmp, &entries, metadata);
     if result.is_err() {
         // Best effort: the temporary file may not exist, and the original error matters more.
         let _ = fs::remove_file(&tmp);
@@ -151,9 +172,16 @@ fn temp_path(path: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((dir, tmp))
 }
 
-fn write_and_rename(path: &Path, dir: &Path, tmp: &Path, entries: &[(&str, Entry<'_>)]) -> Result<(), CheckpointError> {
+fn write_and_rename(
+    path: &Path,
+    dir: &Path,
+    tmp: &Path,
+    entries: &[(&str, Entry<'_>)],
+    extra: &[(String, String)],
+) -> Result<(), CheckpointError> {
     let io = |op, source| CheckpointError::Io { op, path: path.to_path_buf(), source };
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    metadata.extend(extra.iter().cloned());
     let views = entries.iter().map(|(name, entry)| (*name, entry));
     safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| match e {
         SafeTensorError::IoError(source) => io("write", source),

@@ -25,7 +25,8 @@ use super::BackendArg;
 use crate::checkpoint::Checkpoint;
 use crate::{resolve_spec, Error, LoadOptions, Model};
 use clap::{Args, ValueEnum};
-use kiln_ir::{DType, Graph, Op, ParamRole};
+use kiln_ir::plan::value_bytes;
+use kiln_ir::{Graph, Op, ParamRole};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,6 +59,37 @@ pub struct BenchArgs {
     /// Print one JSON object per backend (one a line) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The weight formats to measure, in turn (comma-separated): `f32`, or a `--quantize`
+    /// format such as `q4_0`, `q4_1:64`. With more than one, speeds are also given relative to
+    /// the first, measured in the same run.
+    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = parse_weights)]
+    pub weights: Vec<Weights>,
+    /// Quantize the head too (with a quantized format in --weights).
+    #[arg(long)]
+    pub quantize_head: bool,
+    /// Quantize the token embedding too (with a quantized format in --weights).
+    #[arg(long)]
+    pub quantize_embeddings: bool,
+}
+
+/// A weight format `kiln bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights(pub Option<kiln_ir::Quant>);
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("f32"),
+            Some(q) => write!(f, "{q}"),
+        }
+    }
+}
+
+fn parse_weights(text: &str) -> Result<Weights, String> {
+    match text {
+        "f32" => Ok(Weights(None)),
+        q => crate::quantized::parse_quant(q).map(|q| Weights(Some(q))),
+    }
 }
 
 /// The `n`-th token of the benchmark sequence: a fixed LCG walk over the vocabulary.
@@ -109,12 +141,7 @@ fn weight_bytes_per_token(graph: &Graph) -> u64 {
         }
         let ty = &graph.node(n).results[0];
         let dims: Vec<usize> = ty.shape.dims().iter().filter_map(|d| d.fixed()).collect();
-        let element = match ty.dtype {
-            DType::F32 => 4,
-            DType::I64 => 8,
-            DType::Bool => 1,
-        };
-        let total = dims.iter().product::<usize>() as u64 * element;
+        let total = value_bytes(ty).map_or(0, |c| c.constant.max(0) as u64);
         let users = graph.users(n);
         let gathered_only = !users.is_empty() && users.iter().all(|&u| matches!(graph.node(u).op, Op::Gather));
         bytes += if gathered_only { total / dims.first().copied().unwrap_or(1).max(1) as u64 } else { total };
@@ -126,6 +153,7 @@ fn weight_bytes_per_token(graph: &Graph) -> u64 {
 #[derive(Debug)]
 struct Report {
     backend: BackendArg,
+    weights: Weights,
     model: String,
     parameters: usize,
     /// Bytes of weights one decode step reads.
@@ -158,21 +186,49 @@ pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
         None => bandwidth(),
         Some(pool) => pool.install(bandwidth),
     };
+    let write = |out: &mut dyn Write, text: &str| {
+        out.write_all(text.as_bytes()).map_err(|source| Error::Io { path: "<stdout>".into(), source })
+    };
     for &b in &args.backend {
-        // Best effort: the peak of one backend should not include the previous one's.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let report = match &pool {
-            None => measure(args, b, read_bandwidth)?,
-            Some(pool) => pool.install(|| measure(args, b, read_bandwidth))?,
-        };
-        let text = if args.json { json(args, &report) } else { text(args, &report) };
-        out.write_all(text.as_bytes()).map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
+        let mut first: Option<Report> = None;
+        for &w in &args.weights {
+            // Best effort: the peak of one backend should not include the previous one's.
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let report = match &pool {
+                None => measure(args, b, w, read_bandwidth)?,
+                Some(pool) => pool.install(|| measure(args, b, w, read_bandwidth))?,
+            };
+            let mut text = if args.json { json(args, &report) } else { text(args, &report) };
+            if let (Some(base), false) = (&first, args.json) {
+                text += &relative(&report, base);
+            }
+            write(out, &text)?;
+            first.get_or_insert(report);
+        }
     }
     Ok(())
 }
 
-fn measure(args: &BenchArgs, b: BackendArg, read_bandwidth: f64) -> Result<Report, Error> {
-    let options = LoadOptions { spec: args.spec.clone(), backend: backend(b), ..LoadOptions::default() };
+/// Speeds of `r` as multiples of `base`'s (the first weight format, same backend, same run).
+fn relative(r: &Report, base: &Report) -> String {
+    let ratio = |a: &[Duration], b: &[Duration]| secs(median(b)) / secs(median(a)).max(f64::MIN_POSITIVE);
+    format!(
+        "  vs {:<12} prefill {:.2}×, decode {:.2}×, weights read per token {:.2}× smaller\n",
+        base.weights.to_string(),
+        ratio(&r.prefill, &base.prefill),
+        ratio(&r.decode, &base.decode),
+        base.weight_bytes as f64 / r.weight_bytes.max(1) as f64
+    )
+}
+
+fn measure(args: &BenchArgs, b: BackendArg, w: Weights, read_bandwidth: f64) -> Result<Report, Error> {
+    let quantize = w.0.map(|q| {
+        let mut o = kiln_passes::QuantizeOptions::new(q);
+        o.head = args.quantize_head;
+        o.embeddings = args.quantize_embeddings;
+        o
+    });
+    let options = LoadOptions { spec: args.spec.clone(), backend: backend(b), quantize, ..LoadOptions::default() };
     let t = Instant::now();
     let first = Checkpoint::open(&args.model_dir)?;
     let open = t.elapsed();
@@ -225,6 +281,7 @@ fn measure(args: &BenchArgs, b: BackendArg, read_bandwidth: f64) -> Result<Repor
     }
     Ok(Report {
         backend: b,
+        weights: w,
         model: model.name().to_string(),
         parameters,
         weight_bytes,
@@ -245,11 +302,12 @@ fn backend_name(b: BackendArg) -> String {
 fn text(args: &BenchArgs, r: &Report) -> String {
     let (p, d) = (median(&r.prefill), median(&r.decode));
     let mut s = format!(
-        "kiln bench {}: {} ({} parameters), backend {}, {} threads\n",
+        "kiln bench {}: {} ({} parameters), backend {}, weights {}, {} threads\n",
         args.model_dir.display(),
         r.model,
         if r.parameters >= 100_000 { format!("{:.1}M", r.parameters as f64 / 1e6) } else { r.parameters.to_string() },
         backend_name(r.backend),
+        r.weights,
         r.threads
     );
     s += &format!("  open checkpoint  {:>10.1} ms\n", secs(r.open) * 1e3);
@@ -301,6 +359,7 @@ fn json(args: &BenchArgs, r: &Report) -> String {
         "model": r.model,
         "parameters": r.parameters,
         "backend": backend_name(r.backend),
+        "weights": r.weights.to_string(),
         "threads": r.threads,
         "open_s": secs(r.open),
         "compile_s": secs(median(&r.compile)),

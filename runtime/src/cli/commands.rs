@@ -17,8 +17,14 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
     match command {
         Command::Forward { model_dir, tokens, split, spec, adapter, backend: b, out: path, force, passes } => {
             let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
-            let options =
-                LoadOptions { spec, backend: backend(b), passes: pipeline(passes), adapter, ..LoadOptions::default() };
+            let options = LoadOptions {
+                spec,
+                backend: backend(b),
+                quantize: passes.quantize.options(),
+                passes: pipeline(passes),
+                adapter,
+                ..LoadOptions::default()
+            };
             forward(&model_dir, &tokens, split, &options, &path, force, out)
         }
         Command::Generate {
@@ -39,8 +45,14 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
         } => {
             let sampling = SamplingOptions { temperature, top_k, top_p, seed };
             let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
-            let options =
-                LoadOptions { spec, backend: backend(b), passes: pipeline(passes), adapter, ..LoadOptions::default() };
+            let options = LoadOptions {
+                spec,
+                backend: backend(b),
+                quantize: passes.quantize.options(),
+                passes: pipeline(passes),
+                adapter,
+                ..LoadOptions::default()
+            };
             let model = Model::load(&model_dir, &options)?;
             let tokenizer = Tokenizer::from_dir(&model_dir)?;
             let prompt = match (prompt, tokens, &tokenizer) {
@@ -85,9 +97,10 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
                 (None, None) => None,
             };
             // The verifier runs after every pass, so a broken graph names the pass that broke it.
-            let options = PipelineOptions { disabled: passes.disable, verify_each: true, dump: at };
+            let options = PipelineOptions { disabled: passes.disable.clone(), verify_each: true, dump: at };
             let adapter = adapter.as_deref().map(adapter::read_config).transpose()?;
-            let what = DumpWhat { adapter: adapter.as_ref(), grad, dot, timings };
+            let quantize = passes.quantize.options();
+            let what = DumpWhat { adapter: adapter.as_ref(), quantize: quantize.as_ref(), grad, dot, timings };
             dump(model_dir, spec, config, &what, &options, out)
         }
         Command::Check { spec, config } => check(&spec, config, out),
@@ -186,6 +199,7 @@ pub(super) fn spec_and_config(
 /// What `kiln dump` shows.
 struct DumpWhat<'a> {
     adapter: Option<&'a AdapterConfig>,
+    quantize: Option<&'a kiln_passes::QuantizeOptions>,
     /// The training graph rather than the model's.
     grad: bool,
     dot: bool,
@@ -220,7 +234,8 @@ fn dump(
         let report = kiln_passes::default_pipeline().run(&mut g, options)?;
         (g, report)
     } else {
-        let compiled = compile_spec_adapted(&spec, &config, &CompileOptions::default(), what.adapter, options)?;
+        let compiled =
+            compile_spec_adapted(&spec, &config, &CompileOptions::default(), what.adapter, what.quantize, options)?;
         (compiled.graph, compiled.report)
     };
     // With --before/--after the pipeline captured the graph at that point; otherwise it is the end.

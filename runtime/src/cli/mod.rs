@@ -38,6 +38,37 @@ pub struct PassArgs {
     /// every time).
     #[arg(long, value_name = "PASS", value_delimiter = ',')]
     pub disable: Vec<String>,
+    #[command(flatten)]
+    pub quantize: QuantizeArgs,
+}
+
+/// The quantize pass: 4-bit weights (see docs/quantization.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct QuantizeArgs {
+    /// Quantize weight matrices to 4 bits: `q4_0` or `q4_1`, with an optional group size along
+    /// the input dimension (`q4_0:64`; default 32). Embeddings and the head stay f32 unless asked.
+    #[arg(long, value_name = "FORMAT[:GROUP]", value_parser = crate::quantized::parse_quant)]
+    pub quantize: Option<kiln_ir::Quant>,
+    /// With --quantize: quantize the token embedding too.
+    #[arg(long, requires = "quantize")]
+    pub quantize_embeddings: bool,
+    /// With --quantize: quantize the head (the logits' projection) too.
+    #[arg(long, requires = "quantize")]
+    pub quantize_head: bool,
+    /// With --quantize: keep these weights in f32 (tensor names, comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', requires = "quantize")]
+    pub keep_f32: Vec<String>,
+}
+
+impl QuantizeArgs {
+    /// The quantize pass's options, when --quantize is given.
+    pub fn options(&self) -> Option<kiln_passes::QuantizeOptions> {
+        let mut options = kiln_passes::QuantizeOptions::new(self.quantize?);
+        options.embeddings = self.quantize_embeddings;
+        options.head = self.quantize_head;
+        options.overrides = self.keep_f32.iter().map(|n| (n.clone(), false)).collect();
+        Some(options)
+    }
 }
 
 #[derive(Debug, Subcommand)]
