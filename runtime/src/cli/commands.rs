@@ -109,6 +109,7 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             crate::demo::run(&options, out)
         }
         Command::Init(args) => super::init::run(&args, out),
+        Command::Quantize(args) => super::quantize::run(&args, out),
         Command::Grad(args) => super::grad::grad(args, out),
         Command::Train(args) => super::train::run(&args, out).map(|_| ()),
         Command::Bench(args) => super::bench::run(&args, out),

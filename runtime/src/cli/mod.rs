@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 pub mod grad;
 mod init;
+mod quantize;
 mod stats;
 pub mod train;
 
@@ -188,6 +189,8 @@ pub enum Command {
     },
     /// Write a randomly initialized model (config.json + model.safetensors) for a spec and config.
     Init(init::InitArgs),
+    /// Write a model directory with 4-bit weights that forward/generate/eval/bench load directly.
+    Quantize(quantize::QuantizeCmdArgs),
     /// Write the loss of a token sequence and its gradient for an adapter's tensors (or every
     /// weight), as `loss` and `grad.<name>` in a safetensors file.
     Grad(grad::GradArgs),

@@ -23,6 +23,9 @@ use kiln_passes::quantize::input_scale_name;
 use kiln_passes::QuantizeOptions;
 use std::sync::Arc;
 
+mod write;
+pub use write::{write_quantized, Written};
+
 /// The `quant_method` `kiln quantize` writes.
 pub const METHOD: &str = "kiln";
 /// The default group size.
