@@ -148,6 +148,11 @@ impl Graph {
         self.quantize_hints.get(name).copied()
     }
 
+    /// Every direction the spec gave, by tensor name.
+    pub fn quantize_hints(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.quantize_hints.iter().map(|(n, &q)| (n.as_str(), q))
+    }
+
     /// Adds a scalar constant.
     pub fn constant(&mut self, value: f32, origin: Option<Origin>) -> Value {
         self.plan = None;

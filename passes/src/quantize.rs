@@ -202,6 +202,10 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
     if let Some(name) = options.overrides.keys().find(|n| !seen.contains(*n)) {
         return Err(QuantizeError::UnknownOverride(name.clone()));
     }
+    if let Some((name, _)) = graph.quantize_hints().find(|(n, q)| *q && !seen.contains(*n)) {
+        let why = "it is not a weight matrix (only matrices are quantized)".to_string();
+        return Err(QuantizeError::NotQuantizable { weight: name.to_string(), by: "in the spec", why });
+    }
     let chosen: BTreeSet<&str> = report.quantized().map(|d| d.name.as_str()).collect();
     let retype: Vec<NodeId> = graph
         .inputs()
