@@ -248,3 +248,47 @@ fn the_spec_directs_the_policy() {
     assert!(err.contains("`quantize` must be true or false"), "{err}");
     let _ = std::fs::remove_dir_all(scratch_dir);
 }
+
+/// QLoRA: the adapter's gradients through 4-bit products equal its gradients on the f32 base
+/// with dequantized weights, on both backends and with chunked backpropagation.
+#[test]
+fn qlora_gradients_equal_those_on_the_dequantized_base() {
+    use kiln_runtime::finetune::{Finetune, Tuning};
+    use kiln_runtime::{Adapter, GradientOptions};
+    let q4 = Quant { scheme: QuantScheme::Q4_0, group: 32 };
+    for name in ["lora-rwkv4", "lora-mamba", "lora-mamba2"] {
+        let dir = fixture(name);
+        let tokens: Vec<i64> = (0..12).map(|i| (i * 37 + 5) % 300).collect();
+        let base = load(&dir, Backend::Interpreter, Some(QuantizeOptions::new(q4)), false);
+        let copy = dequantized_copy(&dir, &base, q4, &format!("qlora-{name}"));
+        let grads = |dir: &Path, quantize: Option<QuantizeOptions>, backend, chunk| {
+            let adapter = Adapter::open(&fixture(name).join("adapter")).unwrap();
+            let options = GradientOptions { backend, quantize, chunk, ..GradientOptions::default() };
+            let f = Finetune::new(dir, None, Tuning::Adapter(adapter), &options).unwrap();
+            f.program.loss_and_grad(&f.params, &tokens).unwrap()
+        };
+        let (loss, expected) = grads(&copy, None, Backend::Interpreter, None);
+        let (f32_loss, _) = grads(&dir, None, Backend::Interpreter, None);
+        assert_ne!(loss, f32_loss, "{name}: quantization changed nothing");
+        for (backend, chunk) in [(Backend::Interpreter, None), (Backend::Jit, None), (Backend::Jit, Some(5))] {
+            let (l, g) = grads(&dir, Some(QuantizeOptions::new(q4)), backend, chunk);
+            assert!((l - loss).abs() <= 1e-5 * loss.abs(), "{name} {backend:?}: loss {l} vs {loss}");
+            for (a, b) in g.iter().zip(&expected) {
+                let err = rel_err(a, b);
+                assert!(err < 1e-4, "{name} {backend:?} chunk {chunk:?}: gradient error {err:e}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(copy);
+    }
+}
+
+/// Full fine-tuning cannot train 4-bit weights: asking for it is an error, not a silent f32 run.
+#[test]
+fn full_fine_tuning_of_a_quantized_base_is_refused() {
+    use kiln_runtime::finetune::{Finetune, Tuning};
+    use kiln_runtime::GradientOptions;
+    let q4 = Quant { scheme: QuantScheme::Q4_0, group: 32 };
+    let options = GradientOptions { quantize: Some(QuantizeOptions::new(q4)), ..GradientOptions::default() };
+    let err = Finetune::new(&fixture("rwkv4-tied"), None, Tuning::Full, &options).unwrap_err().to_string();
+    assert!(err.contains("4-bit weights cannot be trained"), "{err}");
+}

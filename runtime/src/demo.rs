@@ -84,6 +84,7 @@ pub(crate) fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), Erro
         quiet: options.quiet,
         chunk: None,
         backend: BackendArg::Jit,
+        quantize: Default::default(),
     };
     let trained = crate::cli::train::run(&args, out)?;
 

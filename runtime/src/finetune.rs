@@ -4,7 +4,9 @@
 //!
 //! The model is lowered from its spec, the adapter's rewrite (if any) applied, and the result
 //! handed to [`GradientProgram`]; the starting values of the trainables come from the checkpoint
-//! (full) or the adapter (LoRA), in the program's trainable order.
+//! (full) or the adapter (LoRA), in the program's trainable order. With
+//! [`GradientOptions::quantize`] (or a checkpoint written by `kiln quantize`) the frozen base is
+//! 4-bit (QLoRA).
 
 use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor, AdapterWeight};
 use crate::checkpoint::Checkpoint;
@@ -13,6 +15,7 @@ use crate::train::{LossAndGrad, Objective, SaveTrained, TrainableSpec};
 use crate::{resolve_spec, Error};
 use kiln_frontend::CompileOptions;
 use kiln_ir::{Graph, ParamRole};
+use kiln_passes::QuantizeOptions;
 use std::path::Path;
 
 /// What is trained.
@@ -46,7 +49,13 @@ impl Finetune {
         let checkpoint = Checkpoint::open(dir)?;
         let spec = resolve_spec(checkpoint.config(), spec_path)?;
         let compile = CompileOptions::default();
+        let quantize = crate::quantized::load_options(&checkpoint, options.quantize.as_ref())?;
         match tuning {
+            Tuning::Full if quantize.is_some() => Err(Error::Usage(
+                "full fine-tuning trains every weight, and 4-bit weights cannot be trained; \
+                 train an adapter on the 4-bit base instead (QLoRA: --targets or --adapter)"
+                    .into(),
+            )),
             Tuning::Full => {
                 let lowered = kiln_frontend::compile(&spec, checkpoint.config(), &compile)?;
                 let names = weight_names(&lowered);
@@ -55,16 +64,34 @@ impl Finetune {
                 Ok(Finetune { program, params, adapter: None })
             }
             Tuning::Adapter(adapter) => {
-                let (lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, adapter.config())?;
+                let (mut lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, adapter.config())?;
+                quantize_base(&mut lowered, &weights, quantize)?;
                 Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
             Tuning::NewAdapter { config, seed } => {
-                let (lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
+                let (mut lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
+                quantize_base(&mut lowered, &weights, quantize)?;
                 let adapter = Adapter::init(config, &weights, seed);
                 Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
         }
     }
+}
+
+/// QLoRA: the base's weights quantized by `quantize` (the adapter's tensors stay f32), before
+/// the training graph is built, so gradients flow to the adapter through the 4-bit products.
+fn quantize_base(
+    lowered: &mut Graph,
+    adapter_weights: &[AdapterWeight],
+    quantize: Option<QuantizeOptions>,
+) -> Result<(), Error> {
+    let Some(mut quantize) = quantize else { return Ok(()) };
+    for w in adapter_weights {
+        quantize.overrides.entry(w.name.clone()).or_insert(false);
+    }
+    kiln_passes::quantize(lowered, &quantize).map_err(|e| Error::Quantize(Box::new(e)))?;
+    kiln_ir::verify(lowered)?;
+    Ok(())
 }
 
 impl Finetune {

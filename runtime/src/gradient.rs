@@ -12,13 +12,16 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::Backend;
+use crate::quantized::quantized_weight;
 use crate::train::TrainableSpec;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
+use kiln_backend::quant::QuantizedMatrix;
 use kiln_backend::{Executable, Interpreter, Tensor};
-use kiln_ir::{Graph, OutputRole, Param, ParamRole};
+use kiln_ir::{DType, Graph, OutputRole, Param, ParamRole};
 use kiln_passes::PipelineOptions;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Bytes of one training step's memory; see [`GradientProgram::planned_memory`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct GradientOptions {
     /// only the states at chunk boundaries (see [`kiln_passes::chunk_training_graph`]): memory
     /// bounded by one chunk, the forward pass run twice, the same gradients.
     pub chunk: Option<usize>,
+    /// Quantize the frozen weights to 4 bits (QLoRA; see [`crate::finetune::Finetune::new`]).
+    pub quantize: Option<kiln_passes::QuantizeOptions>,
 }
 
 /// Where one input of a compiled graph comes from.
@@ -58,6 +63,8 @@ enum Source {
         shape: Vec<usize>,
         data: Vec<f32>,
     },
+    /// A frozen 4-bit weight, read packed or quantized when compiling.
+    Quantized(Arc<QuantizedMatrix>),
     Trainable(usize),
     /// The `index`-th state (in [`GradientProgram::states`] order), given by the caller.
     State(usize),
@@ -363,6 +370,13 @@ impl Program {
                 ParamRole::Tokens => Source::Tokens,
                 ParamRole::Weight => match trainables.iter().position(|t| t.name == param.name) {
                     Some(i) => Source::Trainable(i),
+                    None if graph.value_type(input.into()).dtype.is_quantized() => {
+                        let (DType::Quant(q), &[rows, cols]) = (graph.value_type(input.into()).dtype, &shape[..])
+                        else {
+                            return Err(Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name)));
+                        };
+                        Source::Quantized(quantized_weight(checkpoint, &param.name, q, rows, cols)?)
+                    }
                     None => {
                         // Read now, so a missing or misshaped weight fails at load, not mid-training,
                         // and a weight that needs converting is converted once.
@@ -406,6 +420,7 @@ impl Program {
                     Cow::Owned(data) => Tensor::f32(shape, data)?,
                 },
                 Source::Converted { shape, data } => Tensor::borrowed_f32(shape, data)?,
+                Source::Quantized(matrix) => Tensor::quantized(Arc::clone(matrix)),
                 Source::Trainable(i) => {
                     let values = feed.params.get(*i).ok_or_else(|| missing("a trainable"))?;
                     Tensor::borrowed_f32(&self.shapes[*i], values)?

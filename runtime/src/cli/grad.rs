@@ -15,6 +15,9 @@ use std::path::PathBuf;
 /// Write the loss of a token sequence and its gradient for an adapter's tensors (or every weight).
 #[derive(Debug, Clone, Args)]
 pub struct GradArgs {
+    /// QLoRA: the frozen base's weights in 4 bits (the adapter stays f32).
+    #[command(flatten)]
+    pub quantize: super::QuantizeArgs,
     /// A model directory (config.json + model.safetensors).
     pub model_dir: PathBuf,
     /// A peft adapter directory: its tensors are differentiated, the model is frozen. Without
@@ -49,8 +52,12 @@ pub(super) fn grad(args: GradArgs, out: &mut dyn Write) -> Result<(), Error> {
         Some(dir) => Tuning::Adapter(Adapter::open(dir)?),
         None => Tuning::Full,
     };
-    let options =
-        GradientOptions { backend: super::commands::backend(args.backend), chunk: args.chunk, ..Default::default() };
+    let options = GradientOptions {
+        backend: super::commands::backend(args.backend),
+        chunk: args.chunk,
+        quantize: args.quantize.options(),
+        ..Default::default()
+    };
     let finetune = Finetune::new(&args.model_dir, args.spec.as_deref(), tuning, &options)?;
     if let Some(vocab) = finetune.program.vocab_size() {
         if let Some((position, &id)) = args.tokens.iter().enumerate().find(|(_, &id)| id < 0 || id as usize >= vocab) {

@@ -16,6 +16,9 @@ use std::path::PathBuf;
 /// Train a LoRA adapter (default) or every weight (`--full`) of a model on a text file.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
+    /// QLoRA: the frozen base's weights in 4 bits (the adapter stays f32).
+    #[command(flatten)]
+    pub quantize: super::QuantizeArgs,
     /// A model directory (config.json + model.safetensors, e.g. from `kiln init`); its
     /// tokenizer.json tokenizes the text, or without one the text's characters are the tokens.
     pub model_dir: PathBuf,
@@ -139,8 +142,12 @@ pub(crate) fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<train::TrainS
         let config = AdapterConfig::lora(args.lora_r, args.lora_alpha, args.targets.clone());
         Tuning::NewAdapter { config, seed: args.seed }
     };
-    let options =
-        GradientOptions { backend: super::commands::backend(args.backend), chunk: args.chunk, ..Default::default() };
+    let options = GradientOptions {
+        backend: super::commands::backend(args.backend),
+        chunk: args.chunk,
+        quantize: args.quantize.options(),
+        ..Default::default()
+    };
     let mut finetune = Finetune::new(&args.model_dir, None, tuning, &options)?;
     let vocab = finetune.program.vocab_size().ok_or_else(|| {
         Error::Usage(format!("{}: the model has no token embedding to train on text", args.model_dir.display()))
