@@ -213,7 +213,7 @@ impl Summary<'_> {
         let r = &self.report;
         let (start, end) = self.range;
         let part = match self.args.split {
-            SplitArg::HeldOut => format!("held-out (the last {} of the file)", self.args.val_fraction),
+            SplitArg::HeldOut => format!("held-out (the last {} of the tokens)", self.args.val_fraction),
             SplitArg::All => "all".to_string(),
         };
         let state = if self.args.per_window { "a fresh state per window" } else { "the state carried across them" };
