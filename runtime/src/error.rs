@@ -51,6 +51,8 @@ pub enum Error {
     Tokenizer(String),
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     #[error("{0}")]
     Usage(String),
 }

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cli;
 mod demo;
 pub mod error;
+pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod gradient;
@@ -28,6 +29,7 @@ pub mod train;
 
 pub use adapter::{Adapter, AdapterConfig};
 pub use error::Error;
+pub use eval::{perplexity, EvalOptions, EvalReport};
 pub use generate::{generate, GenerateOptions};
 pub use gradient::{GradientOptions, GradientProgram, PlannedMemory};
 pub use model::{compile_spec, compile_spec_with, resolve_spec, Backend, LoadOptions, Logits, Model, State, StateSlot};

@@ -1,6 +1,6 @@
 //! The implementation of each `kiln` command.
 
-use super::{BackendArg, Command, PassArgs};
+use super::{BackendArg, Command, LoadArgs};
 use crate::adapter::{self, compile_spec_adapted, Adapter, AdapterConfig};
 use crate::checkpoint::{self, TensorData};
 use crate::tokenizer::TextStream;
@@ -15,16 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error> {
     match command {
-        Command::Forward { model_dir, tokens, split, spec, adapter, backend: b, out: path, force, passes } => {
-            let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
-            let options = LoadOptions {
-                spec,
-                backend: backend(b),
-                quantize: passes.quantize.options(),
-                passes: pipeline(passes),
-                adapter,
-                ..LoadOptions::default()
-            };
+        Command::Forward { model_dir, tokens, split, spec, adapter, backend, out: path, force, passes } => {
+            let options = LoadArgs { spec, adapter, backend, passes }.load_options()?;
             forward(&model_dir, &tokens, split, &options, &path, force, out)
         }
         Command::Generate {
@@ -40,19 +32,11 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             ids,
             spec,
             adapter,
-            backend: b,
+            backend,
             passes,
         } => {
             let sampling = SamplingOptions { temperature, top_k, top_p, seed };
-            let adapter = adapter.as_deref().map(Adapter::open).transpose()?;
-            let options = LoadOptions {
-                spec,
-                backend: backend(b),
-                quantize: passes.quantize.options(),
-                passes: pipeline(passes),
-                adapter,
-                ..LoadOptions::default()
-            };
+            let options = LoadArgs { spec, adapter, backend, passes }.load_options()?;
             let model = Model::load(&model_dir, &options)?;
             let tokenizer = Tokenizer::from_dir(&model_dir)?;
             let prompt = match (prompt, tokens, &tokenizer) {
@@ -108,6 +92,7 @@ pub(super) fn execute(command: Command, out: &mut dyn Write) -> Result<(), Error
             let options = crate::demo::DemoOptions { dir, steps, prompt, sample_len, seed, force, quiet };
             crate::demo::run(&options, out)
         }
+        Command::Eval(args) => super::eval::run(&args, out),
         Command::Init(args) => super::init::run(&args, out),
         Command::Quantize(args) => super::quantize::run(&args, out),
         Command::Grad(args) => super::grad::grad(args, out),
@@ -128,8 +113,21 @@ pub(super) fn backend(b: BackendArg) -> Backend {
     }
 }
 
-fn pipeline(passes: PassArgs) -> PipelineOptions {
-    PipelineOptions { disabled: passes.disable, ..PipelineOptions::default() }
+impl LoadArgs {
+    /// The [`LoadOptions`] these arguments ask for (the adapter opened and checked).
+    pub fn load_options(self) -> Result<LoadOptions, Error> {
+        let adapter = self.adapter.as_deref().map(Adapter::open).transpose()?;
+        let quantize = self.passes.quantize.options();
+        let passes = PipelineOptions { disabled: self.passes.disable, ..PipelineOptions::default() };
+        Ok(LoadOptions {
+            spec: self.spec,
+            backend: backend(self.backend),
+            passes,
+            adapter,
+            quantize,
+            ..LoadOptions::default()
+        })
+    }
 }
 
 fn forward(

@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+pub mod eval;
 pub mod grad;
 mod init;
 mod quantize;
@@ -70,6 +71,21 @@ impl QuantizeArgs {
         options.overrides = self.keep_f32.iter().map(|n| (n.clone(), false)).collect();
         Some(options)
     }
+}
+
+/// How a model directory is loaded: its spec, an adapter, the backend and the passes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoadArgs {
+    /// A spec file to use instead of the built-in one matching config.json's model_type.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// A peft adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
+    pub backend: BackendArg,
+    #[command(flatten)]
+    pub passes: PassArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +159,9 @@ pub enum Command {
         #[command(flatten)]
         passes: PassArgs,
     },
+    /// The perplexity of a model on a text (or token ids): mean next-token NLL over the held-out
+    /// part `kiln train` validates on, or the whole file, with the state carried across windows.
+    Eval(eval::EvalArgs),
     /// Print a model's IR: after the whole pass pipeline, or before or after any one pass.
     Dump {
         /// A model directory (its config.json and spec are used; weights are not read).

@@ -21,6 +21,30 @@ pub fn read_text(path: &Path) -> Result<String, TrainError> {
     })
 }
 
+/// Where the validation tail of `len` tokens starts: the last `val_fraction` of them (rounded)
+/// are held out. [`Dataset::new`] splits with it, and `kiln eval --split held-out` evaluates the
+/// same tail. A fraction outside [0, 1) is an error.
+pub fn validation_start(len: usize, val_fraction: f64) -> Result<usize, TrainError> {
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(TrainError::InvalidOption(format!(
+            "the validation fraction must lie in [0, 1), not {val_fraction}"
+        )));
+    }
+    let n_val = (len as f64 * val_fraction).round() as usize;
+    Ok(len - n_val.min(len))
+}
+
+/// Checks that every id of `tokens` (read from `source`, named in the error) is below `vocab`.
+pub fn check_vocab(source: &Path, tokens: &[i64], vocab: usize) -> Result<(), TrainError> {
+    match tokens.iter().enumerate().find(|(_, &id)| id < 0 || id as u64 >= vocab as u64) {
+        Some((i, &id)) => Err(TrainError::Data {
+            path: source.to_path_buf(),
+            reason: format!("token {i} has id {id}, outside the model's vocabulary of {vocab}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A token sequence split into training tokens and a validation tail.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -42,21 +66,14 @@ impl Dataset {
         seq_len: usize,
     ) -> Result<Dataset, TrainError> {
         let err = |reason: String| TrainError::Data { path: source.to_path_buf(), reason };
-        if !(0.0..1.0).contains(&val_fraction) {
-            return Err(TrainError::InvalidOption(format!(
-                "the validation fraction must lie in [0, 1), not {val_fraction}"
-            )));
-        }
+        let split = validation_start(tokens.len(), val_fraction)?;
         if seq_len < 2 {
             return Err(TrainError::InvalidOption(format!(
                 "a sequence needs at least 2 tokens (one prediction), not {seq_len}"
             )));
         }
-        if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id < 0 || id as u64 >= vocab as u64) {
-            return Err(err(format!("token {i} has id {id}, outside the model's vocabulary of {vocab}")));
-        }
-        let n_val = (tokens.len() as f64 * val_fraction).round() as usize;
-        let split = tokens.len() - n_val;
+        check_vocab(source, &tokens, vocab)?;
+        let n_val = tokens.len() - split;
         if split < seq_len {
             return Err(err(format!(
                 "{split} training tokens cannot fill one sequence of {seq_len} (the text has {} tokens, {n_val} kept for validation)",

@@ -42,7 +42,7 @@ pub use atomic::write_atomically;
 pub use chars::CharVocab;
 pub use clip::{clip_grad_norm, global_norm};
 pub use corpus::{tokenize_file, TextTokens};
-pub use data::{read_text, Dataset};
+pub use data::{check_vocab, read_text, validation_start, Dataset};
 pub use error::TrainError;
 pub use export::{SaveTensors, SaveTrained};
 pub use log::{LogRecord, LossLog};
