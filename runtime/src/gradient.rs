@@ -12,15 +12,16 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::Backend;
-use crate::quantized::quantized_weight;
+use crate::quantized::quantized_inputs;
 use crate::train::TrainableSpec;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
 use kiln_backend::quant::QuantizedMatrix;
 use kiln_backend::{Executable, Interpreter, Tensor};
-use kiln_ir::{DType, Graph, OutputRole, Param, ParamRole};
+use kiln_ir::{Graph, OutputRole, Param, ParamRole};
 use kiln_passes::PipelineOptions;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Bytes of one training step's memory; see [`GradientProgram::planned_memory`].
@@ -165,7 +166,9 @@ impl GradientProgram {
                 Ok(TrainableSpec { name: name.clone(), shape: fixed_shape(lowered, input) })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let build = |g: Graph| Program::new(g, &specs, &states, &checkpoint, options.backend);
+        // Quantized once for every program (each is a graph over the same weights).
+        let quantized = quantized_inputs(&checkpoint, lowered)?;
+        let build = |g: Graph| Program::new(g, &specs, &states, &checkpoint, &quantized, options.backend);
         let train = build(train)?;
         let eval = build(eval)?;
         let chunked = match options.chunk {
@@ -356,6 +359,7 @@ impl Program {
         trainables: &[TrainableSpec],
         states: &[StateSpec],
         checkpoint: &Checkpoint,
+        quantized: &BTreeMap<String, Arc<QuantizedMatrix>>,
         backend: Backend,
     ) -> Result<Program, Error> {
         let state_index = |name: &str| {
@@ -371,11 +375,9 @@ impl Program {
                 ParamRole::Weight => match trainables.iter().position(|t| t.name == param.name) {
                     Some(i) => Source::Trainable(i),
                     None if graph.value_type(input.into()).dtype.is_quantized() => {
-                        let (DType::Quant(q), &[rows, cols]) = (graph.value_type(input.into()).dtype, &shape[..])
-                        else {
-                            return Err(Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name)));
-                        };
-                        Source::Quantized(quantized_weight(checkpoint, &param.name, q, rows, cols)?)
+                        Source::Quantized(quantized.get(&param.name).cloned().ok_or_else(|| {
+                            Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name))
+                        })?)
                     }
                     None => {
                         // Read now, so a missing or misshaped weight fails at load, not mid-training,

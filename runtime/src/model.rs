@@ -6,14 +6,14 @@
 
 use crate::adapter::{compile_spec_adapted, Adapter, AdapterWeight};
 use crate::checkpoint::Checkpoint;
-use crate::quantized::quantized_weight;
+use crate::quantized::quantized_inputs;
 use crate::specs;
 use crate::Error;
 use kiln_backend::jit::{Jit, JitOptions};
 use kiln_backend::quant::QuantizedMatrix;
 use kiln_backend::{Executable, Interpreter, Tensor};
 use kiln_frontend::{CompileOptions, SpecFile};
-use kiln_ir::{DType, Graph, Op, OutputRole, ParamRole};
+use kiln_ir::{Graph, Op, OutputRole, ParamRole};
 use kiln_passes::{PipelineOptions, QuantizeOptions, QuantizeReport, RunReport};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -193,9 +193,10 @@ impl Model {
             quantize.as_ref(),
             &options.passes,
         )?;
-        let (graph, adapter_weights, quantized) = (compiled.graph, compiled.adapter_weights, compiled.quantized);
+        let (graph, adapter_weights, decisions) = (compiled.graph, compiled.adapter_weights, compiled.quantized);
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
+        let mut quantized = quantized_inputs(&checkpoint, &graph)?;
         for &input in graph.inputs() {
             let Some(param) = graph.param(input) else { continue };
             let ty = &graph.node(input).results[0];
@@ -207,15 +208,8 @@ impl Model {
                     Binding::Adapter { weight: w.clone(), data: a.values_for(w)?.to_vec() }
                 }
                 (ParamRole::Weight, ..) if ty.dtype.is_quantized() => {
-                    let (DType::Quant(q), &[rows, cols]) = (ty.dtype, &shape[..]) else {
-                        return Err(Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name)));
-                    };
-                    let matrix = quantized_weight(&checkpoint, &param.name, q, rows, cols).map_err(|e| match e {
-                        Error::Checkpoint(source) => match &graph.node(input).origin {
-                            Some(o) => Error::Weight { source, declared: o.to_string() },
-                            None => Error::Checkpoint(source),
-                        },
-                        e => e,
+                    let matrix = quantized.remove(&param.name).ok_or_else(|| {
+                        Error::Usage(format!("the quantized weight `{}` is not a matrix", param.name))
                     })?;
                     Binding::Quantized { matrix }
                 }
@@ -263,7 +257,7 @@ impl Model {
             vocab,
             logits_index,
             adapter_weights,
-            quantized,
+            quantized: decisions,
         })
     }
 

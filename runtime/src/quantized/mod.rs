@@ -18,9 +18,12 @@ use crate::Error;
 use half::f16;
 use kiln_backend::quant::{self, QuantizedMatrix};
 use kiln_backend::tensor::quant_format;
+use kiln_ir::{DType, Graph, ParamRole};
 use kiln_ir::{Quant, QuantScheme};
 use kiln_passes::quantize::input_scale_name;
 use kiln_passes::QuantizeOptions;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod write;
@@ -129,6 +132,36 @@ pub fn quantized_weight(
     };
     let matrix = QuantizedMatrix::from_parts(format, group, rows, cols, packed, scales, mins).map_err(invalid)?;
     Ok(Arc::new(matrix))
+}
+
+/// Every quantized weight input of `graph`, by name: read packed or quantized from `checkpoint`,
+/// in parallel (quantizing a 169M model's matrices at load is the bulk of its compile time). A
+/// missing or misshaped tensor names the spec line that declared it.
+pub fn quantized_inputs(
+    checkpoint: &Checkpoint,
+    graph: &Graph,
+) -> Result<BTreeMap<String, Arc<QuantizedMatrix>>, Error> {
+    let wanted: Vec<(String, Quant, usize, usize, Option<String>)> = graph
+        .inputs()
+        .iter()
+        .filter_map(|&n| {
+            let param = graph.param(n).filter(|p| p.role == ParamRole::Weight)?;
+            let ty = graph.value_type(n.into());
+            let (DType::Quant(q), [rows, cols]) = (ty.dtype, ty.shape.dims()) else { return None };
+            let origin = graph.node(n).origin.as_ref().map(ToString::to_string);
+            Some((param.name.clone(), q, rows.fixed()?, cols.fixed()?, origin))
+        })
+        .collect();
+    wanted
+        .into_par_iter()
+        .map(|(name, q, rows, cols, origin)| {
+            let matrix = quantized_weight(checkpoint, &name, q, rows, cols).map_err(|e| match (e, origin) {
+                (Error::Checkpoint(source), Some(declared)) => Error::Weight { source, declared },
+                (e, _) => e,
+            })?;
+            Ok((name, matrix))
+        })
+        .collect()
 }
 
 #[cfg(test)]
