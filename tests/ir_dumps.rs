@@ -62,3 +62,31 @@ fn lora_tiny() {
     insta::assert_snapshot!("lora_tiny_after_lora", after_lora.report.dump.unwrap());
     insta::assert_snapshot!("lora_tiny", compile(None).graph.to_string());
 }
+
+/// The tiny model quantized (`q4_1:4`, head included, activation-aware scales on `o_proj`): the
+/// graph right after the `quantize` pass (weights retyped, `x / s` before the scaled product),
+/// and after the whole pipeline (the division fused into the preceding kernel).
+#[test]
+fn quantized_tiny() {
+    use kiln_ir::{Quant, QuantScheme};
+    use kiln_passes::{DumpPoint, PipelineOptions, QuantizeOptions};
+    let spec = kiln_runtime::specs::parse_file(std::path::Path::new("tests/in/adapters/tiny.toml")).unwrap();
+    let mut quantize = QuantizeOptions::new(Quant { scheme: QuantScheme::Q4_1, group: 4 });
+    quantize.head = true;
+    quantize.input_scales.insert("model.attn.o_proj.weight".into());
+    let compile = |dump: Option<(String, DumpPoint)>| {
+        let passes = PipelineOptions { dump, ..PipelineOptions::default() };
+        kiln_runtime::adapter::compile_spec_adapted(
+            &spec,
+            &serde_json::json!({}),
+            &CompileOptions::default(),
+            None,
+            Some(&quantize),
+            &passes,
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()))
+    };
+    let after = compile(Some(("quantize".into(), DumpPoint::After)));
+    insta::assert_snapshot!("quantized_tiny_after_quantize", after.report.dump.unwrap());
+    insta::assert_snapshot!("quantized_tiny", compile(None).graph.to_string());
+}
