@@ -292,3 +292,65 @@ fn full_fine_tuning_of_a_quantized_base_is_refused() {
     let err = Finetune::new(&fixture("rwkv4-tied"), None, Tuning::Full, &options).unwrap_err().to_string();
     assert!(err.contains("4-bit weights cannot be trained"), "{err}");
 }
+
+/// Activation-aware scales: a weight stored as `Q(W·diag(s))` beside `s` computes
+/// `(x / s)·Q(W·diag(s))ᵀ`, i.e. the f32 model with the weight `Q(W·diag(s))·diag(1/s)`; and
+/// `kiln quantize --awq` calibrates, searches and writes a model that loads with its scales.
+#[test]
+fn activation_aware_scales_divide_the_products_inputs() {
+    let dir = fixture("rwkv4-untied");
+    let r = reference(&dir);
+    let q4 = Quant { scheme: QuantScheme::Q4_0, group: 32 };
+    let options = QuantizeOptions::new(q4);
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let decisions = kiln_runtime::quantized::decisions(&checkpoint, &options).unwrap();
+    let mut scales = BTreeMap::new();
+    for (i, d) in decisions.quantized().enumerate() {
+        let s: Vec<f32> = kiln_suite::random_values(d.cols, i as u64 + 7).iter().map(|v| (2.0 * v).exp()).collect();
+        scales.insert(d.name.clone(), s);
+    }
+    let out = scratch("awq-written");
+    write_quantized(&dir, &out, &options, &scales, true).unwrap();
+
+    let reference_dir = scratch("awq-reference");
+    let mut tensors = Vec::new();
+    for name in checkpoint.tensor_names() {
+        let shape = checkpoint.info(name).unwrap().shape.clone();
+        let mut values = checkpoint.tensor_f32(name, &shape).unwrap().into_owned();
+        if let Some(s) = scales.get(name) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let scaled: Vec<f32> =
+                values.chunks_exact(cols).flat_map(|w| w.iter().zip(s).map(|(w, s)| w * s)).collect();
+            let q = quantize(&scaled, rows, cols, QuantFormat::Q4_0, 32).unwrap().dequantize();
+            values = q.chunks_exact(cols).flat_map(|w| w.iter().zip(s).map(|(w, s)| w / s)).collect();
+        }
+        tensors.push((name.to_string(), shape, values));
+    }
+    save_f32(&reference_dir.join("model.safetensors"), &tensors).unwrap();
+    std::fs::copy(dir.join("config.json"), reference_dir.join("config.json")).unwrap();
+    let expected = runs(&load(&reference_dir, Backend::Interpreter, None, false), &r.tokens, r.split);
+    for (backend, optimize) in [(Backend::Interpreter, false), (Backend::Jit, true)] {
+        let got = runs(&load(&out, backend, None, optimize), &r.tokens, r.split);
+        for (what, (x, y)) in ["full", "split", "decode"].iter().zip(got.iter().zip(&expected)) {
+            let err = rel_err(x, y);
+            assert!(err < 1e-5, "{backend:?} {what}: {err:e}");
+        }
+    }
+
+    // The command: calibration text through the fixture's tokenizer.
+    let text = scratch("awq-text").join("calibration.txt");
+    std::fs::write(&text, "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(8)).unwrap();
+    let cli_out = scratch("awq-cli");
+    let mut printed = Vec::new();
+    let args = ["kiln", "quantize", dir.to_str().unwrap(), "--out", cli_out.to_str().unwrap(), "--force", "--awq"];
+    kiln_runtime::cli::run(args.iter().copied().chain([text.to_str().unwrap()]), &mut printed).unwrap();
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(printed.contains("AWQ: relative squared error"), "{printed}");
+    let written = Checkpoint::open(&cli_out).unwrap();
+    assert!(written.contains("rwkv.blocks.0.attention.key.weight.awq_scale"));
+    let model = load(&cli_out, Backend::Jit, None, true);
+    assert!(model.graph().to_string().contains(".awq_scale"));
+    for d in [out, reference_dir, cli_out, text.parent().unwrap().to_path_buf()] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -29,6 +29,8 @@ pub enum Error {
     Pass(#[from] kiln_passes::PassError),
     #[error(transparent)]
     Quantize(Box<kiln_passes::QuantizeError>),
+    #[error(transparent)]
+    Awq(Box<crate::awq::AwqError>),
     #[error("cannot build the training step: {0}")]
     Autodiff(Box<kiln_passes::AutodiffError>),
     #[error("the compiled graph is invalid (a Kiln bug): {0}")]
@@ -55,6 +57,12 @@ pub enum Error {
     Eval(#[from] crate::eval::EvalError),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<crate::awq::AwqError> for Error {
+    fn from(e: crate::awq::AwqError) -> Error {
+        Error::Awq(Box::new(e))
+    }
 }
 
 impl From<kiln_passes::AutodiffError> for Error {

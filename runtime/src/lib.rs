@@ -10,6 +10,7 @@
 //! ```
 
 pub mod adapter;
+pub mod awq;
 pub mod checkpoint;
 pub mod cli;
 mod demo;

@@ -193,7 +193,19 @@ impl Model {
             quantize.as_ref(),
             &options.passes,
         )?;
-        let (graph, adapter_weights, decisions) = (compiled.graph, compiled.adapter_weights, compiled.quantized);
+        Model::with_graph(compiled.graph, compiled.adapter_weights, compiled.quantized, checkpoint, options)
+    }
+
+    /// Binds the weights of an already compiled `graph` (which may carry outputs besides
+    /// `logits` and the state, as calibration adds; [`Model::run`] returns them all).
+    pub(crate) fn with_graph(
+        graph: Graph,
+        adapter_weights: Vec<AdapterWeight>,
+        decisions: Option<QuantizeReport>,
+        checkpoint: Checkpoint,
+        options: &LoadOptions,
+    ) -> Result<Model, Error> {
+        let adapter = options.adapter.as_ref();
         let mut bindings = Vec::with_capacity(graph.inputs().len());
         let mut slots = Vec::new();
         let mut quantized = quantized_inputs(&checkpoint, &graph)?;
@@ -326,6 +338,19 @@ impl Model {
 
     /// Runs `tokens` from `state`, returning their logits and advancing the state.
     pub fn forward(&self, tokens: &[i64], state: &mut State) -> Result<Logits, Error> {
+        let outputs = self.run(tokens, state)?;
+        let data = outputs
+            .into_iter()
+            .nth(self.logits_index)
+            .flatten()
+            .and_then(Tensor::into_f32_vec)
+            .ok_or_else(|| Error::MissingOutput("logits (as f32)".into()))?;
+        Ok(Logits { tokens: tokens.len(), vocab: data.len() / tokens.len(), data })
+    }
+
+    /// Runs `tokens` from `state`, advancing the state; returns the graph's outputs in its
+    /// order, `None` for the state outputs (moved into `state`).
+    pub(crate) fn run(&self, tokens: &[i64], state: &mut State) -> Result<Vec<Option<Tensor<'static>>>, Error> {
         if tokens.is_empty() {
             return Err(Error::NoTokens);
         }
@@ -353,19 +378,19 @@ impl Model {
         }
         let outputs = self.executable.run(&inputs)?;
         drop(inputs);
-        let mut logits = None;
-        for ((o, t), i) in self.graph.outputs().iter().zip(outputs).zip(0..) {
-            let data = t.into_f32_vec().ok_or_else(|| Error::MissingOutput(format!("{} (as f32)", o.name)))?;
-            if i == self.logits_index {
-                let vocab = data.len() / tokens.len();
-                logits = Some(Logits { tokens: tokens.len(), vocab, data });
-            } else if o.role == OutputRole::State {
-                if let Some(k) = self.slots.iter().position(|s| s.name == o.name) {
-                    state.values[k] = data;
+        let mut results = Vec::with_capacity(outputs.len());
+        for (o, t) in self.graph.outputs().iter().zip(outputs) {
+            let slot = self.slots.iter().position(|s| s.name == o.name);
+            match (o.role, slot) {
+                (OutputRole::State, Some(k)) => {
+                    state.values[k] =
+                        t.into_f32_vec().ok_or_else(|| Error::MissingOutput(format!("{} (as f32)", o.name)))?;
+                    results.push(None);
                 }
+                _ => results.push(Some(t)),
             }
         }
-        logits.ok_or_else(|| Error::MissingOutput("logits".into()))
+        Ok(results)
     }
 }
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod write;
-pub use write::{write_quantized, Written};
+pub use write::{decisions, write_quantized, Written};
 
 /// The `quant_method` `kiln quantize` writes.
 pub const METHOD: &str = "kiln";

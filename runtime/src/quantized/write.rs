@@ -7,7 +7,8 @@
 //! activation-aware scales (AWQ) a weight is stored as `Q(W·diag(s))` beside `s`.
 //!
 //! Guarantees: every tensor of the source checkpoint is kept (quantized weights as their packed
-//! parts, the rest as f32), every other file of the directory is copied, `config.json` gains
+//! parts, the rest as f32), every other file of the directory is copied (but a trainer's
+//! optimizer state), `config.json` gains
 //! `quantization_config`; the output directory must not be the source, and an existing output is
 //! replaced only with `force`. Files are written atomically.
 
@@ -55,16 +56,7 @@ pub fn write_quantized(
     if out.exists() && !force {
         return Err(Error::Usage(format!("{} exists; pass --force to replace its files", out.display())));
     }
-    let spec = resolve_spec(checkpoint.config(), None)?;
-    let compiled = compile_spec_adapted(
-        &spec,
-        checkpoint.config(),
-        &CompileOptions::default(),
-        None,
-        Some(options),
-        &PipelineOptions::default(),
-    )?;
-    let report = compiled.quantized.unwrap_or_default();
+    let report = decisions(&checkpoint, options)?;
     let chosen: BTreeMap<&str, (usize, usize)> =
         report.quantized().map(|d| (d.name.as_str(), (d.rows, d.cols))).collect();
     if let Some(name) = input_scales.keys().find(|n| !chosen.contains_key(n.as_str())) {
@@ -148,6 +140,20 @@ pub fn write_quantized(
     Ok(Written { report, f32_bytes, quantized_bytes, source_file_bytes, file_bytes: size(weights_path)? })
 }
 
+/// What the quantize pass decides for `checkpoint`'s model under `options`.
+pub fn decisions(checkpoint: &Checkpoint, options: &QuantizeOptions) -> Result<QuantizeReport, Error> {
+    let spec = resolve_spec(checkpoint.config(), None)?;
+    let compiled = compile_spec_adapted(
+        &spec,
+        checkpoint.config(),
+        &CompileOptions::default(),
+        None,
+        Some(options),
+        &PipelineOptions::default(),
+    )?;
+    Ok(compiled.quantized.unwrap_or_default())
+}
+
 /// The weights files of a model directory (one file, or an index and its shards).
 fn weights_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -156,8 +162,14 @@ fn weights_files(dir: &Path) -> Vec<PathBuf> {
 
 fn is_weights_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".safetensors") || name == "model.safetensors.index.json"
+    name == "model.safetensors"
+        || name == "model.safetensors.index.json"
+        || (name.starts_with("model-") && name.ends_with(".safetensors"))
 }
+
+/// A trainer's optimizer state (`kiln train --resume` reads it): it belongs to the f32 weights
+/// and would resume training the wrong model, so it is not copied.
+const TRAINER_STATE: &str = "trainer_state.safetensors";
 
 /// Copies every regular file of `source` but the weights and `config.json` (tokenizers,
 /// vocabularies, generation configs) into `out`.
@@ -169,7 +181,7 @@ fn copy_other_files(source: &Path, out: &Path) -> Result<(), Error> {
     for entry in std::fs::read_dir(source).map_err(io(source))? {
         let path = entry.map_err(io(source))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !path.is_file() || is_weights_file(&path) || name == "config.json" {
+        if !path.is_file() || is_weights_file(&path) || name == "config.json" || name == TRAINER_STATE {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
