@@ -182,19 +182,21 @@ pub fn dtype_bytes(dtype: DType) -> Option<i64> {
 }
 
 /// The exact byte size of a value of type `ty`; `None` if it is not linear in `T`. A quantized
-/// matrix `[N, K]` (fixed sizes) counts its packed codes, two per byte and each row starting on
-/// a byte, and its f16 scales (and minimums) per group.
+/// matrix `[N, K]` (fixed sizes) counts its packed codes, two per byte and each group starting
+/// on a byte, and its f16 scales (and minimums) per group.
 pub fn value_bytes(ty: &Type) -> Option<Count> {
     match ty.dtype {
         DType::Quant(q) => {
             let [n, k] = ty.shape.dims() else { return None };
             let (n, k) = (n.fixed()? as i64, k.fixed()? as i64);
-            let groups = k.checked_add(i64::from(q.group) - 1)? / i64::from(q.group).max(1);
+            let g = i64::from(q.group).max(1);
+            let groups = k.checked_add(g - 1)? / g;
             let per_group = match q.scheme {
                 QuantScheme::Q4_0 => 2,
                 QuantScheme::Q4_1 => 4,
             };
-            let row = (k + 1) / 2 + groups * per_group;
+            let codes = (k / g) * ((g + 1) / 2) + (k % g + 1) / 2;
+            let row = codes + groups * per_group;
             Some(Count { per_t: 0, constant: n.checked_mul(row)? })
         }
         dtype => ty.shape.count().map(|c| c.scaled(dtype_bytes(dtype).unwrap_or(0))),

@@ -120,7 +120,8 @@ pub fn quantized_weight(
         return Ok(Arc::new(quant::quantize(&values, rows, cols, format, group).map_err(invalid)?));
     }
     let groups = cols.div_ceil(group);
-    let packed = checkpoint.tensor_bytes(&packed_name, Dtype::U8, &[rows, cols.div_ceil(2)])?.to_vec();
+    let row_bytes = (cols / group) * group.div_ceil(2) + (cols % group).div_ceil(2);
+    let packed = checkpoint.tensor_bytes(&packed_name, Dtype::U8, &[rows, row_bytes])?.to_vec();
     let f16s = |suffix: &str| -> Result<Vec<f16>, CheckpointError> {
         let bytes = checkpoint.tensor_bytes(&format!("{name}.{suffix}"), Dtype::F16, &[rows, groups])?;
         Ok(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect())
