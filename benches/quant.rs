@@ -12,7 +12,8 @@
 //! matrix does between calls). Throughput is the bytes of weights read per call (f32: `4·N·K`;
 //! q4: packed values, scales and minimums, `QuantizedMatrix::bytes`).
 //!
-//! A summary table follows (median of repeated calls, measured here, not by criterion): time,
+//! A summary table follows (median over rounds that call every variant in turn, measured here,
+//! not by criterion, so that the machine's changing load weighs on all variants alike): time,
 //! achieved bandwidth and its share of the streaming read bandwidth measured at the start of the
 //! same process (`kiln_backend::jit::read_bandwidth`), and the speed-up over f32.
 //!
@@ -125,19 +126,28 @@ fn run_all(weights: &[Weight], v: Variant, xs: &[Vec<f32>], ys: &mut [Vec<f32>])
     }
 }
 
-/// The median time of `reps` calls of `f`, after two warm-up calls.
-fn median(reps: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    f();
-    let mut times: Vec<Duration> = (0..reps)
-        .map(|_| {
+/// The median time of each of `runs` over `reps` rounds, after a warm-up round; each round
+/// calls every run once, in turn, so that a change in the machine's load between rounds (other
+/// processes sharing the cores) weighs on all of them alike.
+fn medians(reps: usize, runs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    for f in runs.iter_mut() {
+        f();
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(reps); runs.len()];
+    for _ in 0..reps {
+        for (f, t) in runs.iter_mut().zip(&mut times) {
             let start = Instant::now();
             f();
-            start.elapsed()
+            t.push(start.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[reps / 2]
         })
-        .collect();
-    times.sort();
-    times[reps / 2]
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -169,6 +179,7 @@ fn bench(c: &mut Criterion) {
         let mut reference: Vec<Vec<f32>> = ys.clone();
         run_all(weights, Variant::F32, &xs, &mut reference);
         let mut group = c.benchmark_group(format!("matvec/{name}"));
+        let mut sizes = Vec::new();
         group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
         for v in Variant::ALL {
             let bytes: usize = weights.iter().map(|w| w.bytes(v)).sum::<usize>() / per;
@@ -179,16 +190,25 @@ fn bench(c: &mut Criterion) {
             group.bench_function(BenchmarkId::from_parameter(v.name()), |b| {
                 b.iter(|| run_all(weights, v, &xs, &mut ys))
             });
-            let reps = if bytes * per > 64 << 20 { 15 } else { 101 };
-            let t = median(reps, || run_all(weights, v, &xs, &mut ys)) / per as u32;
-            summary.push((name.to_string(), v, bytes, t));
+            sizes.push(bytes);
         }
         group.finish();
+        let reps = if sizes[0] * per > 64 << 20 { 15 } else { 101 };
+        let (xs, ys) = (&xs, &std::cell::RefCell::new(ys));
+        let mut runs: Vec<Box<dyn FnMut()>> = Variant::ALL
+            .iter()
+            .map(|&v| Box::new(move || run_all(weights, v, xs, &mut ys.borrow_mut())) as Box<dyn FnMut()>)
+            .collect();
+        let mut refs: Vec<&mut dyn FnMut()> = runs.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
+        let times = medians(reps, &mut refs);
+        for ((v, bytes), t) in Variant::ALL.into_iter().zip(sizes).zip(times) {
+            summary.push((name.to_string(), v, bytes, t / per as u32));
+        }
     }
     prefill(c);
 
     eprintln!(
-        "\nsummary ({threads} threads, streaming read bandwidth {:.2} GB/s; median of repeated calls)",
+        "\nsummary ({threads} threads, streaming read bandwidth {:.2} GB/s; median of interleaved rounds)",
         bandwidth / 1e9
     );
     eprintln!("{:<26} {:<8} {:>11} {:>10} {:>8} {:>8}", "shape", "variant", "time", "GB/s", "of read", "vs f32");

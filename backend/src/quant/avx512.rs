@@ -22,7 +22,9 @@
 //! one, `0·∞` terms can appear that the reference does not have, so the caller routes
 //! non-finite activations elsewhere.
 
-use super::chunks::{mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, NIBBLES, ROWS_PER_PASS};
+use super::chunks::{
+    load_chunk, load_halves, mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, NIBBLES, ROWS_PER_PASS,
+};
 use super::{QuantFormat, QuantizedMatrix};
 
 /// The per-call form of the activation for [`ExactPlan::block`].
@@ -109,9 +111,9 @@ impl ExactPlan {
             let pattern = unsafe { _mm512_loadu_si512(ch.pattern[c].as_ptr().cast()) };
             let (bytes, groups, first) = (ch.byte_mask[c], ch.group_mask[c], ch.first_group[c]);
             for (a, p) in acc.iter_mut().zip(&parts) {
-                let w = unsafe { _mm512_maskz_loadu_epi8(bytes, p.bytes.as_ptr().add(c * CHUNK_BYTES).cast()) };
-                let s = unsafe { _mm256_maskz_loadu_epi16(groups, p.scales.as_ptr().add(first).cast()) };
-                let s = _mm512_permutexvar_ps(pattern, _mm512_cvtph_ps(s));
+                let w = unsafe { load_chunk(p.bytes, c, bytes) };
+                let s = unsafe { load_halves(p.scales, first, groups) };
+                let s = _mm512_permutexvar_ps(pattern, s);
                 let up = _mm512_srli_epi32::<16>(w);
                 // Nibble `i` of `$w` (`i < 4`) as the f32 `n − z`.
                 macro_rules! nibble {

@@ -189,12 +189,54 @@ pub(super) unsafe fn mins_term(
         let g0 = g0 * LANES;
         let present = mins.len().saturating_sub(g0).min(LANES);
         let mask = if present == LANES { u16::MAX } else { (1u16 << present) - 1 };
-        // SAFETY: the mask covers only minimums `g0 .. g0 + present` of `mins` (masked-off
-        // elements are not accessed); `xs` holds 16 floats.
-        let (m, xs) = unsafe {
-            (_mm256_maskz_loadu_epi16(mask, mins.as_ptr().wrapping_add(g0).cast()), _mm512_loadu_ps(xs.as_ptr()))
-        };
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(m), xs, acc);
+        // SAFETY: the caller guarantees the CPU features; the mask covers only minimums `g0 ..
+        // g0 + present` of `mins`; `xs` holds 16 floats.
+        let (m, xs) = unsafe { (load_halves(mins, g0, mask), _mm512_loadu_ps(xs.as_ptr())) };
+        acc = _mm512_fmadd_ps(m, xs, acc);
     }
     acc
+}
+
+/// Chunk `c` of a row's packed bytes, the bytes outside `mask` zero: a plain load when the
+/// chunk is whole (every chunk but a row's last), else a masked one.
+///
+/// # Safety
+/// The CPU must have AVX-512F, BW and VL; `mask` is the chunk's `byte_mask` for a row of
+/// `bytes.len()` bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn load_chunk(bytes: &[u8], c: usize, mask: u64) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let at = bytes.as_ptr().wrapping_add(c * CHUNK_BYTES);
+    // SAFETY: the mask covers only bytes of the row (all 64 when it is full); masked-off bytes
+    // are not accessed.
+    unsafe {
+        if mask == u64::MAX {
+            _mm512_loadu_si512(at.cast())
+        } else {
+            _mm512_maskz_loadu_epi8(mask, at.cast())
+        }
+    }
+}
+
+/// The 16 f16 values of `values` from `first` on, in f32, those outside `mask` zero: a plain
+/// load when all 16 exist, else a masked one.
+///
+/// # Safety
+/// The CPU must have AVX-512F, BW and VL; `mask` covers only elements of `values`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn load_halves(values: &[f16], first: usize, mask: u16) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let at = values.as_ptr().wrapping_add(first);
+    // SAFETY: the mask covers only elements of `values` (all 16 when it is full); masked-off
+    // elements are not accessed.
+    let h = unsafe {
+        if mask == u16::MAX {
+            _mm256_loadu_si256(at.cast())
+        } else {
+            _mm256_maskz_loadu_epi16(mask, at.cast())
+        }
+    };
+    _mm512_cvtph_ps(h)
 }

@@ -86,7 +86,9 @@ fn round_to_i8(y: f32) -> i8 {
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::super::chunks::{mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, ROWS_PER_PASS};
+    use super::super::chunks::{
+        load_chunk, load_halves, mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, ROWS_PER_PASS,
+    };
     use super::super::{QuantFormat, QuantizedMatrix};
     use super::quantize_activation;
 
@@ -189,9 +191,9 @@ mod vnni {
                 let pattern = unsafe { _mm512_loadu_si512(ch.pattern[c].as_ptr().cast()) };
                 let (bytes, groups, first) = (ch.byte_mask[c], ch.group_mask[c], ch.first_group[c]);
                 for (a, p) in acc.iter_mut().zip(&parts) {
-                    let w = unsafe { _mm512_maskz_loadu_epi8(bytes, p.bytes.as_ptr().add(c * CHUNK_BYTES).cast()) };
-                    let s = unsafe { _mm256_maskz_loadu_epi16(groups, p.scales.as_ptr().add(first).cast()) };
-                    let s = _mm512_mul_ps(_mm512_permutexvar_ps(pattern, _mm512_cvtph_ps(s)), lane_scale);
+                    let w = unsafe { load_chunk(p.bytes, c, bytes) };
+                    let s = unsafe { load_halves(p.scales, first, groups) };
+                    let s = _mm512_mul_ps(_mm512_permutexvar_ps(pattern, s), lane_scale);
                     let lo = _mm512_and_si512(w, nibble);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), nibble);
                     let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, low), hi, high);
