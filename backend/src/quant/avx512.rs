@@ -30,7 +30,7 @@ use super::{QuantFormat, QuantizedMatrix};
 /// The per-call form of the activation for [`ExactPlan::block`].
 #[derive(Debug)]
 pub(super) struct ExactPlan {
-    pub chunks: Chunks,
+    chunks: Chunks,
     /// `[chunk][nibble v][lane]`: the activation each nibble multiplies (0 for padding).
     xp: Vec<f32>,
     /// Sums of the activation per group, zero-padded to a multiple of 16 groups (Q4_1 only).

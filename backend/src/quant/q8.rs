@@ -29,59 +29,18 @@
 //! Guarantees: as [`super::matvec`], results depend only on the shapes and the instruction set,
 //! never on the number of threads.
 
-use super::kernels::{matvec, BLOCK_ROWS};
+use super::kernels::matvec;
 use super::{QuantError, QuantizedMatrix};
-use rayon::prelude::*;
 
 /// `y[j] ≈ Σ_p x[p]·ŵ[j, p]` with `x` rounded to 8 bits per group (see the module
 /// documentation for the rounding and the error bound), `x.len() == q.cols()`, `y.len() ==
 /// q.rows()`.
 pub fn matvec_q8(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
     #[cfg(target_arch = "x86_64")]
-    {
-        let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl");
-        let fits = x.len() == q.cols() && y.len() == q.rows() && q.cols() > 0;
-        if vnni && fits && x.iter().all(|v| v.is_finite()) {
-            if let Some(plan) = vnni::Q8Plan::new(q, x) {
-                y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each(|(b, out)| {
-                    // SAFETY: the CPU has the features (checked above); the block's rows lie
-                    // inside `q` as `y.len() == q.rows()`.
-                    unsafe { plan.block(q, b * BLOCK_ROWS, out) }
-                });
-                return Ok(());
-            }
-        }
+    if vnni::matvec(q, x, y) {
+        return Ok(());
     }
     matvec(q, x, y)
-}
-
-/// The 8-bit activation of one call: `s_g` per group and `q_p` per column (see the module
-/// documentation).
-pub(super) fn quantize_activation(x: &[f32], group: usize) -> (Vec<f32>, Vec<i8>) {
-    let mut scales = Vec::with_capacity(x.len().div_ceil(group.max(1)));
-    let mut values = vec![0i8; x.len()];
-    for (g, q) in x.chunks(group.max(1)).zip(values.chunks_mut(group.max(1))) {
-        let m = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        scales.push(m / 127.0);
-        if m > 0.0 {
-            let inverse = 127.0 / m;
-            for (q, &v) in q.iter_mut().zip(g) {
-                *q = round_to_i8(v * inverse);
-            }
-        }
-    }
-    (scales, values)
-}
-
-/// `y` (with `|y| ≤ 128`) rounded to the nearest integer, ties to even, clamped to `−127..=127`:
-/// adding and subtracting `1.5·2^23` rounds to an integer in the current (nearest-even) mode.
-#[inline(always)]
-fn round_to_i8(y: f32) -> i8 {
-    const SHIFT: f32 = 12_582_912.0;
-    // In range after the clamp, so the cast is exact.
-    ((y + SHIFT) - SHIFT).clamp(-127.0, 127.0) as i8
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,12 +48,63 @@ mod vnni {
     use super::super::chunks::{
         load_chunk, load_halves, mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, ROWS_PER_PASS,
     };
+    use super::super::kernels::BLOCK_ROWS;
     use super::super::{QuantFormat, QuantizedMatrix};
-    use super::quantize_activation;
+    use rayon::prelude::*;
+
+    /// The 8-bit product into `y` when the kernel applies (the CPU has AVX-512 VNNI, BW and
+    /// VL, the lengths fit, `x` is finite, the group size suits the chunks); `false`, with
+    /// nothing written, otherwise.
+    pub(super) fn matvec(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> bool {
+        let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        let fits = x.len() == q.cols() && y.len() == q.rows() && q.cols() > 0;
+        if !(vnni && fits && x.iter().all(|v| v.is_finite())) {
+            return false;
+        }
+        let Some(plan) = Q8Plan::new(q, x) else {
+            return false;
+        };
+        y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each(|(b, out)| {
+            // SAFETY: the CPU has the features (checked above); the block's rows lie inside `q`
+            // as `y.len() == q.rows()`.
+            unsafe { plan.block(q, b * BLOCK_ROWS, out) }
+        });
+        true
+    }
+
+    /// The 8-bit activation of one call: `s_g` per group and `q_p` per column (see the module
+    /// documentation).
+    fn quantize_activation(x: &[f32], group: usize) -> (Vec<f32>, Vec<i8>) {
+        let mut scales = Vec::with_capacity(x.len().div_ceil(group.max(1)));
+        let mut values = vec![0i8; x.len()];
+        for (g, q) in x.chunks(group.max(1)).zip(values.chunks_mut(group.max(1))) {
+            let m = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            scales.push(m / 127.0);
+            if m > 0.0 {
+                let inverse = 127.0 / m;
+                for (q, &v) in q.iter_mut().zip(g) {
+                    *q = round_to_i8(v * inverse);
+                }
+            }
+        }
+        (scales, values)
+    }
+
+    /// `y` (with `|y| ≤ 128`) rounded to the nearest integer, ties to even, clamped to
+    /// `−127..=127`: adding and subtracting `1.5·2^23` rounds to an integer in the current
+    /// (nearest-even) mode.
+    #[inline(always)]
+    fn round_to_i8(y: f32) -> i8 {
+        const SHIFT: f32 = 12_582_912.0;
+        // In range after the clamp, so the cast is exact.
+        ((y + SHIFT) - SHIFT).clamp(-127.0, 127.0) as i8
+    }
 
     /// The per-call form of the 8-bit activation, in the byte order of a packed chunk.
     #[derive(Debug)]
-    pub(super) struct Q8Plan {
+    struct Q8Plan {
         chunks: Chunks,
         /// `[chunk][byte]`: the activation the byte's low nibble multiplies (0 for padding).
         low: Vec<i8>,
@@ -111,7 +121,7 @@ mod vnni {
     }
 
     impl Q8Plan {
-        pub(super) fn new(q: &QuantizedMatrix, x: &[f32]) -> Option<Q8Plan> {
+        fn new(q: &QuantizedMatrix, x: &[f32]) -> Option<Q8Plan> {
             let chunks = Chunks::new(q)?;
             let (scales, values) = quantize_activation(x, q.group());
             let n = chunks.count;
@@ -153,7 +163,7 @@ mod vnni {
         /// The CPU must have AVX-512F, BW, VL and VNNI; `r0 + out.len() ≤ q.rows()`; `self` was
         /// built for `q`.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub(super) unsafe fn block(&self, q: &QuantizedMatrix, r0: usize, out: &mut [f32]) {
+        unsafe fn block(&self, q: &QuantizedMatrix, r0: usize, out: &mut [f32]) {
             passes(
                 q,
                 r0,
