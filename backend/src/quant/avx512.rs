@@ -13,8 +13,8 @@
 //! accumulators, then one multiply-add by the 16 lanes' group scales (16 f16 scales loaded from
 //! the chunk's first group, converted and spread over the lanes by a `vpermps`). The Q4_1
 //! minimums add `Σ_g c_g·Σ_{p∈g} x_p` after the chunks, 16 groups per multiply-add. Four rows go
-//! through the chunk loop together, sharing the activation's loads, and the rows a few passes
-//! ahead are prefetched.
+//! through the chunk loop together, sharing the activation's loads, and each chunk load comes
+//! with a prefetch of the packed bytes [`super::chunks::PREFETCH_BYTES`] ahead.
 //!
 //! Guarantees: every row is computed by the same sequence of operations whatever rows it is
 //! computed with, so results depend only on the shapes; they equal dequantize-then-multiply up to
@@ -23,7 +23,8 @@
 //! non-finite activations elsewhere.
 
 use super::chunks::{
-    load_chunk, load_halves, mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, NIBBLES, ROWS_PER_PASS,
+    load_chunk, load_halves, mins_term, passes, prefetch_ahead, Chunks, RowParts, CHUNK_BYTES, LANES, NIBBLES,
+    PREFETCH_BYTES, ROWS_PER_PASS,
 };
 use super::{QuantFormat, QuantizedMatrix};
 
@@ -112,6 +113,7 @@ impl ExactPlan {
             let (bytes, groups, first) = (ch.byte_mask[c], ch.group_mask[c], ch.first_group[c]);
             for (a, p) in acc.iter_mut().zip(&parts) {
                 let w = unsafe { load_chunk(p.bytes, c, bytes) };
+                prefetch_ahead(p.bytes.as_ptr().wrapping_add(c * CHUNK_BYTES), PREFETCH_BYTES);
                 let s = unsafe { load_halves(p.scales, first, groups) };
                 let s = _mm512_permutexvar_ps(pattern, s);
                 let up = _mm512_srli_epi32::<16>(w);

@@ -46,7 +46,8 @@ pub fn matvec_q8(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) -> Result<(), Qu
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use super::super::chunks::{
-        load_chunk, load_halves, mins_term, passes, Chunks, RowParts, CHUNK_BYTES, LANES, ROWS_PER_PASS,
+        load_chunk, load_halves, mins_term, passes, prefetch_ahead, Chunks, RowParts, CHUNK_BYTES, LANES,
+        PREFETCH_BYTES, ROWS_PER_PASS,
     };
     use super::super::kernels::BLOCK_ROWS;
     use super::super::{QuantFormat, QuantizedMatrix};
@@ -202,6 +203,7 @@ mod vnni {
                 let (bytes, groups, first) = (ch.byte_mask[c], ch.group_mask[c], ch.first_group[c]);
                 for (a, p) in acc.iter_mut().zip(&parts) {
                     let w = unsafe { load_chunk(p.bytes, c, bytes) };
+                    prefetch_ahead(p.bytes.as_ptr().wrapping_add(c * CHUNK_BYTES), PREFETCH_BYTES);
                     let s = unsafe { load_halves(p.scales, first, groups) };
                     let s = _mm512_mul_ps(_mm512_permutexvar_ps(pattern, s), lane_scale);
                     let lo = _mm512_and_si512(w, nibble);
