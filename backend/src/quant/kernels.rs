@@ -1,10 +1,14 @@
 //! Products with a quantized weight `ŵ` stored `[N, K]` (read as `transpose_rhs`): [`matvec`]
 //! for decode (one activation row) and [`matmul`] for prefill (`M` rows). Neither materializes
-//! the f32 weight: the decode kernel multiplies the 4-bit values straight from the packed bytes
-//! (unpacked in registers, each group's sum scaled once), the prefill kernel dequantizes one tile
-//! of [`TILE_ROWS`] weight rows at a time into scratch and multiplies all `M` rows with it by the
-//! JIT's f32 product ([`crate::jit::product`]: `gemm` micro-kernels, or its matrix-vector kernel
-//! for up to 8 rows), whose tiling depends only on the shapes.
+//! the f32 weight. The decode kernel multiplies the 4-bit values straight from the packed bytes:
+//! on AVX-512 as floats built by bit logic against the activation permuted once per call
+//! ([`super::avx512`], for group sizes that are a multiple of 8), else unpacked in registers in the
+//! bytes' order ([`super::simd`]); each group's sum is scaled once. Activations with an infinity
+//! or a NaN take a dequantize-then-multiply loop instead, so that they propagate exactly as in the
+//! reference. The prefill kernel dequantizes one tile of [`TILE_ROWS`] weight rows at a time into
+//! scratch and multiplies all `M` rows with it by the JIT's f32 product ([`crate::jit::product`]:
+//! `gemm` micro-kernels, or its matrix-vector kernel for up to 8 rows), whose tiling depends only
+//! on the shapes.
 //!
 //! Both split the weight rows into fixed blocks that rayon spreads over the threads, each output
 //! element being computed by exactly one task in an order fixed by the shapes.
@@ -14,6 +18,7 @@
 //! on AVX2/AVX-512). [`matvec`] and [`matmul`] with `M = 1` may differ in the last bits, as they
 //! sum in different orders. Operand lengths that do not fit are an error, and nothing is written.
 
+use super::avx512::ExactPlan;
 use super::simd::{DecodeBlock, Isa};
 use super::{QuantError, QuantizedMatrix};
 use crate::disjoint::Disjoint;
@@ -22,7 +27,7 @@ use rayon::prelude::*;
 
 /// Weight rows per decode task: 64 rows of a 768-wide q4_0 weight are 27 KiB including the
 /// scales, enough to amortize the task, and small enough to balance two threads on 768 rows.
-const BLOCK_ROWS: usize = 64;
+pub(super) const BLOCK_ROWS: usize = 64;
 
 /// Weight rows per prefill tile: 128 rows of a 768-wide weight are 384 KiB of f32, which stay
 /// in the L2 cache while the JIT's f32 product multiplies every activation row with them, and
@@ -51,6 +56,21 @@ pub(super) fn matvec_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
         y.fill(0.0);
         return Ok(());
     }
+    if !x.iter().all(|v| v.is_finite()) {
+        matvec_terms(q, x, y);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        if let Some(plan) = ExactPlan::new(q, x) {
+            y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each(|(b, out)| {
+                // SAFETY: `Isa::Avx512` is only detected with AVX-512F, BW and VL; the block's
+                // rows `b·BLOCK_ROWS ..` lie inside `q` as `y.len() == q.rows()`.
+                unsafe { plan.block(q, b * BLOCK_ROWS, out) }
+            });
+            return Ok(());
+        }
+    }
     let xsum: Vec<f32> = x.chunks(q.group()).map(|g| g.iter().sum()).collect();
     let groups = q.groups_per_row();
     y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each_init(
@@ -69,6 +89,25 @@ pub(super) fn matvec_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
         },
     );
     Ok(())
+}
+
+/// [`matvec`] as dequantize-then-multiply, one decoded row at a time, the terms `x[p]·ŵ[j, p]`
+/// summed in column order: the path for activations with infinities or NaNs, whose results then
+/// have the reference's NaNs and infinities (the split `d·Σ q·x + o·Σ x` of the fast kernels
+/// could form `0·∞` where the reference has none).
+fn matvec_terms(q: &QuantizedMatrix, x: &[f32], y: &mut [f32]) {
+    let groups = q.groups_per_row();
+    y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each_init(
+        || (vec![0.0; groups], vec![0.0; groups], vec![0.0; x.len()]),
+        |(scales, offsets, row), (b, out)| {
+            for (j, o) in out.iter_mut().enumerate() {
+                let r = b * BLOCK_ROWS + j;
+                q.group_constants(r, scales, offsets);
+                q.decode_row(r, scales, offsets, row);
+                *o = row.iter().zip(x).map(|(&w, &v)| w * v).sum();
+            }
+        },
+    );
 }
 
 /// `y[i, j] = Σ_p x[i, p]·ŵ[j, p]` for the `M = x.len() / q.cols()` rows of `x` (row-major

@@ -1,15 +1,16 @@
-//! The inner loop of the quantized decode product. It is written once as portable Rust that LLVM
-//! vectorizes (fixed-width lane arrays as independent accumulators), and also has
-//! AVX2+FMA and AVX-512 versions with intrinsics (the same sums in the same order). The
-//! instruction set is detected at run time ([`Isa`]).
+//! The instruction set the decode product runs in ([`Isa`], detected at run time), and its row
+//! loop in the natural order of the packed bytes: written once as portable Rust that LLVM
+//! vectorizes (fixed-width lane arrays as independent accumulators), and with AVX2+FMA
+//! intrinsics (the same sums in the same order). AVX-512 machines run [`super::avx512`] instead,
+//! and this AVX2 loop only for group sizes that are not a multiple of 8.
 //!
 //! Guarantees: every result is a sum whose order of operations depends only on the shapes and on
-//! the instruction set (the AVX versions use fused multiply-add, the portable one does not); in
+//! the instruction set (the AVX2 version uses fused multiply-add, the portable one does not); in
 //! particular it does not depend on which rows are computed together or by which thread.
 
 use super::QuantizedMatrix;
 
-/// Lanes per accumulator array: two AVX2 vectors, one AVX-512 vector.
+/// Lanes per accumulator array: two AVX2 vectors.
 const LANES: usize = 16;
 
 /// The instruction set the loops are compiled for.
@@ -40,7 +41,10 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-            if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl");
+            if avx2 && avx512 {
                 return Isa::Avx512;
             }
             if avx2 {
@@ -53,12 +57,10 @@ impl Isa {
     /// Computes one block of decode rows (see [`DecodeBlock`]).
     pub(super) fn decode_block(self, b: DecodeBlock<'_>) {
         match self {
-            // SAFETY: the variant is only constructed when the CPU has the features (`detect`).
+            // SAFETY: the variants are only constructed when the CPU has the features (`detect`),
+            // and AVX-512 comes with AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::decode_block_avx512(b) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
+            Isa::Avx512 | Isa::Avx2 => unsafe { x86::decode_block_avx2(b) },
             Isa::Portable => decode_block(b, quant_row_dot::<false>),
         }
     }
@@ -140,71 +142,6 @@ mod x86 {
             _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(even0, odd0));
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(even1, odd1));
         }
-        let offsets_term = dot::<true>(&offsets[..whole], &xsum[..whole]);
-        let rest = quant_row_dot::<true>(
-            &bytes[whole * stride..],
-            group,
-            &x[whole * group..],
-            &xsum[whole..],
-            &scales[whole..],
-            &offsets[whole..],
-        );
-        hsum(lanes) + offsets_term + rest
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn decode_block_avx512(b: DecodeBlock<'_>) {
-        // SAFETY: this function's caller guarantees the features.
-        decode_block(b, |bytes, group, x, xsum, scales, offsets| unsafe {
-            quant_row_dot_avx512(bytes, group, x, xsum, scales, offsets)
-        })
-    }
-
-    /// [`quant_row_dot_avx2`] with the 16 lanes in one AVX-512 register: 16 bytes are
-    /// zero-extended to one vector of 32-bit lanes.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn quant_row_dot_avx512(
-        bytes: &[u8],
-        group: usize,
-        x: &[f32],
-        xsum: &[f32],
-        scales: &[f32],
-        offsets: &[f32],
-    ) -> f32 {
-        let stride = group.div_ceil(2);
-        let whole = if group.is_multiple_of(2 * LANES) { x.len() / group } else { 0 };
-        // The lengths the vector loop reads (checked, so the raw loads below stay inside).
-        let (bytes_v, x_v, scales_v) = (&bytes[..whole * stride], &x[..whole * group], &scales[..whole]);
-        let mask = _mm512_set1_epi32(15);
-        let zero = _mm512_setzero_ps();
-        // Even and odd groups fold into separate accumulators (swapped after every group).
-        let (mut even, mut odd) = (zero, zero);
-        for (g, &d) in scales_v.iter().enumerate() {
-            let (mut lo, mut hi) = (zero, zero);
-            let bp = bytes_v.as_ptr().wrapping_add(g * stride);
-            let lp = x_v.as_ptr().wrapping_add(g * group);
-            let hp = lp.wrapping_add(stride);
-            for c in (0..stride).step_by(LANES) {
-                // SAFETY: as in `quant_row_dot_avx2`.
-                unsafe {
-                    let a = _mm512_cvtepu8_epi32(_mm_loadu_si128(bp.add(c).cast()));
-                    let l = _mm512_cvtepi32_ps(_mm512_and_si512(a, mask));
-                    let u = _mm512_cvtepi32_ps(_mm512_srli_epi32(a, 4));
-                    lo = _mm512_fmadd_ps(l, _mm512_loadu_ps(lp.add(c)), lo);
-                    hi = _mm512_fmadd_ps(u, _mm512_loadu_ps(hp.add(c)), hi);
-                }
-            }
-            even = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_add_ps(lo, hi), even);
-            std::mem::swap(&mut even, &mut odd);
-        }
-        let mut lanes = [0f32; LANES];
-        // SAFETY: `lanes` holds 16 floats, one vector's worth.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(even, odd)) };
         let offsets_term = dot::<true>(&offsets[..whole], &xsum[..whole]);
         let rest = quant_row_dot::<true>(
             &bytes[whole * stride..],

@@ -157,8 +157,14 @@ fn reference(q: &QuantizedMatrix, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
     (y, scale)
 }
 
+/// Every instruction set this CPU runs: the portable loop, and AVX2 (the byte-order loop) on an
+/// AVX-512 machine too, where `matvec` itself takes the table kernel.
 fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx512 {
+        v.push(Isa::Avx2);
+    }
     if Isa::detect() != Isa::Portable {
         v.push(Isa::detect());
     }
@@ -173,8 +179,11 @@ fn check(what: &str, got: &[f32], want: &[f64], scale: &[f64]) {
     }
 }
 
-/// (rows N, cols K, group, activation rows M)
-const SHAPES: [(usize, usize, usize, usize); 10] = [
+/// (rows N, cols K, group, activation rows M): odd `K`, partial last groups (of odd and even
+/// lengths), `K` below the group, group sizes that suit the AVX-512 chunks (multiples of 8, up to
+/// 16 groups per chunk) and ones that do not, rows not a multiple of the 4-row passes or of the
+/// 64-row blocks.
+const SHAPES: [(usize, usize, usize, usize); 16] = [
     (37, 100, 32, 7),
     (1, 100, 32, 1),
     (20, 70, 64, 7),
@@ -185,6 +194,12 @@ const SHAPES: [(usize, usize, usize, usize); 10] = [
     (17, 1, 64, 7),
     (70, 129, 64, 3),
     (5, 96, 17, 1),
+    (67, 203, 8, 3),
+    (131, 777, 32, 1),
+    (6, 1000, 256, 7),
+    (11, 4100, 128, 3),
+    (3, 24, 16, 1),
+    (200, 31, 8, 7),
 ];
 
 #[test]
@@ -219,23 +234,211 @@ fn matmul_agrees_with_dequantize_then_multiply() {
     }
 }
 
+/// `out = g · ŵ` in f64 from the dequantized weight, and the scale of the terms (as in
+/// [`reference`]).
+fn reference_nn(q: &QuantizedMatrix, g: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let (n, k) = (q.rows(), q.cols());
+    let w = q.dequantize();
+    let mut out = Vec::new();
+    let mut scale = Vec::new();
+    for gi in g.chunks_exact(n) {
+        for p in 0..k {
+            let (mut s, mut m) = (0.0f64, 0.0f64);
+            for j in 0..n {
+                let (d, o) = group_of(q, j, p);
+                s += f64::from(gi[j]) * f64::from(w[j * k + p]);
+                m += f64::from(gi[j].abs()) * f64::from(w[j * k + p].abs() + 16.0 * d.abs() + o.abs());
+            }
+            out.push(s);
+            scale.push(m);
+        }
+    }
+    (out, scale)
+}
+
+#[test]
+fn matmul_nn_agrees_with_dequantize_then_multiply() {
+    for (n, k, group, _) in SHAPES {
+        let w = random(n * k, (n * 23 + k) as u64);
+        for format in FORMATS {
+            let q = quantize(&w, n, k, format, group).unwrap();
+            for m in [1, 3, 7] {
+                let g = random(m * n, (m * n) as u64 + 5);
+                let (want, scale) = reference_nn(&q, &g);
+                let mut out = vec![f32::NAN; m * k];
+                matmul_nn(&q, &g, &mut out).unwrap();
+                check(&format!("matmul_nn {format} M={m} N={n} K={k} G={group}"), &out, &want, &scale);
+            }
+        }
+    }
+}
+
+/// The documented bound of [`matvec_q8`]: half an activation step per group times the group's
+/// weight magnitudes, plus rounding.
+#[test]
+fn matvec_q8_stays_within_its_error_bound() {
+    for (n, k, group, _) in SHAPES {
+        let w = random(n * k, (n * 37 + k) as u64);
+        for format in FORMATS {
+            let q = quantize(&w, n, k, format, group).unwrap();
+            let wq = q.dequantize();
+            // Activations of mixed magnitudes, so the 8-bit steps differ between groups.
+            let x: Vec<f32> = random(k, k as u64 + 9).iter().enumerate().map(|(p, v)| v * (1 + p % 5) as f32).collect();
+            let steps: Vec<f64> =
+                x.chunks(group).map(|g| f64::from(g.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)).collect();
+            let (want, scale) = reference(&q, &x);
+            let mut y = vec![f32::NAN; n];
+            matvec_q8(&q, &x, &mut y).unwrap();
+            let mut exact = vec![f32::NAN; n];
+            matvec(&q, &x, &mut exact).unwrap();
+            for (j, ((&got, &want), &scale)) in y.iter().zip(&want).zip(&scale).enumerate() {
+                let row = &wq[j * k..(j + 1) * k];
+                let bound: f64 = row
+                    .chunks(group)
+                    .zip(&steps)
+                    .map(|(wg, &s)| {
+                        s / 2.0 * (1.0 + 2f64.powi(-14)) * wg.iter().map(|v| f64::from(v.abs())).sum::<f64>()
+                    })
+                    .sum();
+                let err = (f64::from(got) - want).abs();
+                assert!(
+                    err <= bound + 1e-5 * scale,
+                    "{format} N={n} K={k} G={group}: y[{j}] = {got}, reference {want}, error {err} > {bound}"
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512vnni") && group % 8 == 0 && k > 1 {
+                assert_ne!(y, exact, "{format} N={n} K={k} G={group}: the 8-bit kernel should have run");
+            }
+        }
+    }
+}
+
+/// Activations on the 8-bit grid of every group (`x = s·q` with one `|q| = 127` per group and `s`
+/// a power of two) are represented exactly, so [`matvec_q8`] is then exact up to rounding.
+#[test]
+fn matvec_q8_is_exact_on_the_activation_grid() {
+    for (n, k, group, _) in SHAPES {
+        let w = random(n * k, (n * 41 + k) as u64);
+        let x: Vec<f32> = (0..k)
+            .map(|p| {
+                let s = 2f32.powi(-((p / group) as i32 % 5) - 3);
+                let q = if p % group == 0 { -127 } else { (p * 37 % 255) as i32 - 127 };
+                s * q as f32
+            })
+            .collect();
+        for format in FORMATS {
+            let q = quantize(&w, n, k, format, group).unwrap();
+            let (want, scale) = reference(&q, &x);
+            let mut y = vec![f32::NAN; n];
+            matvec_q8(&q, &x, &mut y).unwrap();
+            check(&format!("matvec_q8 {format} N={n} K={k} G={group}"), &y, &want, &scale);
+        }
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let (n, k, m) = (301, 200, 7);
-    let run = |threads: usize, q: &QuantizedMatrix, x: &[f32]| {
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let run = |threads: usize, q: &QuantizedMatrix, x: &[f32], g: &[f32]| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut v = vec![0.0; n];
             matvec(q, &x[..k], &mut v).unwrap();
+            let mut v8 = vec![0.0; n];
+            matvec_q8(q, &x[..k], &mut v8).unwrap();
             let mut y = vec![0.0; m * n];
             matmul(q, x, &mut y).unwrap();
-            (v.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), y.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+            let mut back = vec![0.0; m * k];
+            matmul_nn(q, g, &mut back).unwrap();
+            [bits(&v), bits(&v8), bits(&y), bits(&back)]
         })
     };
     for format in FORMATS {
         let q = quantize(&random(n * k, 11), n, k, format, 32).unwrap();
         let x = random(m * k, 12);
-        assert_eq!(run(1, &q, &x), run(3, &q, &x), "{format}");
+        let g = random(m * n, 13);
+        let one = run(1, &q, &x, &g);
+        assert_eq!(one, run(2, &q, &x, &g), "{format}");
+        assert_eq!(one, run(3, &q, &x, &g), "{format}");
+    }
+}
+
+/// A row's result does not depend on the rows computed with it (the 4-row passes, the 64-row
+/// blocks): each row of a matrix, alone as a one-row matrix, gives the same bits.
+#[test]
+fn rows_do_not_depend_on_their_neighbours() {
+    for (n, k, group) in [(71, 200, 32), (9, 77, 8), (6, 1000, 256)] {
+        for format in FORMATS {
+            let q = quantize(&random(n * k, 21), n, k, format, group).unwrap();
+            let x = random(k, 22);
+            let (mut all, mut all8) = (vec![0.0; n], vec![0.0; n]);
+            matvec(&q, &x, &mut all).unwrap();
+            matvec_q8(&q, &x, &mut all8).unwrap();
+            let (rb, gr) = (q.row_bytes(), q.groups_per_row());
+            for j in 0..n {
+                let row = QuantizedMatrix::from_parts(
+                    format,
+                    group,
+                    1,
+                    k,
+                    q.packed()[j * rb..(j + 1) * rb].to_vec(),
+                    q.scales()[j * gr..(j + 1) * gr].to_vec(),
+                    q.mins().map(|m| m[j * gr..(j + 1) * gr].to_vec()),
+                )
+                .unwrap();
+                let (mut one, mut one8) = ([0.0], [0.0]);
+                matvec(&row, &x, &mut one).unwrap();
+                matvec_q8(&row, &x, &mut one8).unwrap();
+                assert_eq!(one[0].to_bits(), all[j].to_bits(), "{format} {n}×{k}/{group} row {j}");
+                assert_eq!(one8[0].to_bits(), all8[j].to_bits(), "q8 {format} {n}×{k}/{group} row {j}");
+            }
+        }
+    }
+}
+
+/// NaNs and infinities in the activation give NaN or the same infinity where
+/// dequantize-then-multiply in f32 does.
+#[test]
+fn non_finite_activations_propagate_as_in_the_reference() {
+    let (n, k) = (70, 100);
+    for format in FORMATS {
+        // Zero weights, so that `0·∞` terms appear in the reference.
+        let mut w = random(n * k, 31);
+        for v in w.iter_mut().step_by(7) {
+            *v = 0.0;
+        }
+        let q = quantize(&w, n, k, format, 32).unwrap();
+        let wq = q.dequantize();
+        for (col, value) in [(3, f32::INFINITY), (40, f32::NEG_INFINITY), (99, f32::NAN)] {
+            let mut x = random(k, 32);
+            x[col] = value;
+            let want: Vec<f32> = wq.chunks_exact(k).map(|row| row.iter().zip(&x).map(|(&a, &b)| a * b).sum()).collect();
+            let class = |v: f32| {
+                if v.is_nan() {
+                    "NaN".to_string()
+                } else if v.is_infinite() {
+                    v.to_string()
+                } else {
+                    "finite".into()
+                }
+            };
+            let mut outs: Vec<(String, Vec<f32>)> = Vec::new();
+            for isa in isas() {
+                let mut y = vec![0.0; n];
+                matvec_on(isa, &q, &x, &mut y).unwrap();
+                outs.push((format!("matvec {isa:?}"), y));
+            }
+            let mut y = vec![0.0; n];
+            matvec_q8(&q, &x, &mut y).unwrap();
+            outs.push(("matvec_q8".into(), y));
+            for (what, y) in outs {
+                for (j, (&a, &b)) in y.iter().zip(&want).enumerate() {
+                    assert_eq!(class(a), class(b), "{what} {format} x[{col}] = {value}: y[{j}] = {a}, reference {b}");
+                }
+            }
+        }
     }
 }
 
@@ -245,8 +448,15 @@ fn empty_shapes() {
     let mut y = vec![1.0; 3];
     matvec(&q, &[], &mut y).unwrap();
     assert_eq!(y, vec![0.0; 3]);
+    matvec_q8(&q, &[], &mut y).unwrap();
+    assert_eq!(y, vec![0.0; 3]);
+    let mut out = vec![];
+    matmul_nn(&q, &random(6, 1), &mut out).unwrap();
     let q = quantize(&[], 0, 8, QuantFormat::Q4_1, 32).unwrap();
     matmul(&q, &random(16, 1), &mut []).unwrap();
+    let mut out = vec![1.0; 16];
+    matmul_nn(&q, &[], &mut out).unwrap();
+    assert_eq!(out, vec![0.0; 16]);
     assert_eq!(q.bytes(), 0);
 }
 
@@ -282,6 +492,18 @@ fn bad_input_is_an_error() {
     ));
     let e = matmul(&q, &[0.0; 6], &mut [0.0; 3]).unwrap_err().to_string();
     assert!(e.contains("3 × 4"), "{e}");
+    assert!(matches!(matvec_q8(&q, &[0.0; 5], &mut y), Err(QuantError::OperandLength { expected: 4, actual: 5, .. })));
+    assert!(matches!(matvec_q8(&q, &[0.0; 4], &mut y[..2]), Err(QuantError::OperandLength { .. })));
+    let mut out = [7.0; 8];
+    assert!(matches!(
+        matmul_nn(&q, &[0.0; 5], &mut out),
+        Err(QuantError::OperandLength { expected: 6, actual: 5, .. })
+    ));
+    assert!(matches!(
+        matmul_nn(&q, &[0.0; 6], &mut out[..7]),
+        Err(QuantError::OperandLength { expected: 8, actual: 7, .. })
+    ));
+    assert_eq!(out, [7.0; 8], "nothing is written on an error");
 
     let parts = |packed: usize, scales: usize, mins: Option<usize>| {
         QuantizedMatrix::from_parts(
@@ -308,24 +530,4 @@ fn bad_input_is_an_error() {
         QuantizedMatrix::from_parts(QuantFormat::Q4_0, 0, 1, 1, vec![], vec![], None),
         Err(QuantError::ZeroGroup)
     );
-}
-
-/// The AVX2 and AVX-512 decode loops form the same sums in the same order.
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn avx2_and_avx512_decode_agree_bit_for_bit() {
-    if Isa::detect() != Isa::Avx512 {
-        return;
-    }
-    for (n, k, group, _) in SHAPES {
-        for format in FORMATS {
-            let q = quantize(&random(n * k, 3), n, k, format, group).unwrap();
-            let x = random(k, 4);
-            let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
-            matvec_on(Isa::Avx2, &q, &x, &mut a).unwrap();
-            matvec_on(Isa::Avx512, &q, &x, &mut b).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&b), "{format} N={n} K={k} G={group}");
-        }
-    }
 }
