@@ -4,7 +4,7 @@
 //! and multiplies with the interpreter's own loops, so it is simple enough to trust and never
 //! holds more than [`BLOCK_ROWS`] decoded rows per task. [`Products::Native`] hands the same
 //! checked operands to the fast kernels of [`crate::quant`] (decode: packed-nibble matrix-vector
-//! product; prefill: dequantized tiles through `gemm`).
+//! product; prefill and `g · ŵ`: dequantized tiles through `gemm`).
 //!
 //! - `lhs · ŵᵀ` (`transpose_rhs`, a `Linear` layer): `out[i, j] = dot(lhs[i, :], ŵ[j, :])`.
 //! - `lhs · ŵ` (the gradient of a `Linear` layer's input): `out[i, :] = Σ_j lhs[i, j]·ŵ[j, :]`,
@@ -77,11 +77,12 @@ pub(crate) fn product(
             Ok(())
         }
         (Products::Native, true) => quant::matmul(q, a, out).map_err(native),
-        (_, true) => {
+        (Products::Native, false) => quant::matmul_nn(q, a, out).map_err(native),
+        (Products::Reference, true) => {
             reference_nt(q, a, rows, out);
             Ok(())
         }
-        (_, false) => {
+        (Products::Reference, false) => {
             reference_nn(q, a, rows, out);
             Ok(())
         }
