@@ -153,7 +153,8 @@ fn weight_bytes_per_token(graph: &Graph) -> u64 {
 #[derive(Debug)]
 struct Report {
     backend: BackendArg,
-    weights: Weights,
+    /// The weight format: the one asked for, or the checkpoint's own.
+    weights: String,
     model: String,
     parameters: usize,
     /// Bytes of weights one decode step reads.
@@ -214,7 +215,7 @@ fn relative(r: &Report, base: &Report) -> String {
     let ratio = |a: &[Duration], b: &[Duration]| secs(median(b)) / secs(median(a)).max(f64::MIN_POSITIVE);
     format!(
         "  vs {:<12} prefill {:.2}×, decode {:.2}×, weights read per token {:.2}× smaller\n",
-        base.weights.to_string(),
+        base.weights,
         ratio(&r.prefill, &base.prefill),
         ratio(&r.decode, &base.decode),
         base.weight_bytes as f64 / r.weight_bytes.max(1) as f64
@@ -279,9 +280,13 @@ fn measure(args: &BenchArgs, b: BackendArg, w: Weights, read_bandwidth: f64) -> 
         }
         decode.push(t.elapsed());
     }
+    let weights = match (w.0, crate::quantized::stored_quantization(model.checkpoint())?) {
+        (None, Some(stored)) => format!("{stored} (as stored)"),
+        _ => w.to_string(),
+    };
     Ok(Report {
         backend: b,
-        weights: w,
+        weights,
         model: model.name().to_string(),
         parameters,
         weight_bytes,
@@ -359,7 +364,7 @@ fn json(args: &BenchArgs, r: &Report) -> String {
         "model": r.model,
         "parameters": r.parameters,
         "backend": backend_name(r.backend),
-        "weights": r.weights.to_string(),
+        "weights": r.weights,
         "threads": r.threads,
         "open_s": secs(r.open),
         "compile_s": secs(median(&r.compile)),
