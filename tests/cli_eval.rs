@@ -4,23 +4,13 @@
 //! per character and per byte; bad input gets a one-line error naming what is wrong.
 
 use kiln_runtime::train::CharVocab;
-use kiln_runtime::{Error, LoadOptions, Model, Tokenizer};
-use kiln_suite::{fixture, scratch};
+use kiln_runtime::{LoadOptions, Model, Tokenizer};
+use kiln_suite::{cli, cli_err, fixture, scratch};
 use std::path::Path;
 
 const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n\
 First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n\
 First Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n";
-
-fn cli(args: &[&str]) -> Result<String, Error> {
-    let mut out = Vec::new();
-    kiln_runtime::cli::run(std::iter::once("kiln").chain(args.iter().copied()), &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
-}
-
-fn err(args: &[&str]) -> String {
-    cli(args).map(|o| panic!("kiln {} succeeded: {o}", args.join(" "))).unwrap_or_else(|e| e.to_string())
-}
 
 /// `kiln eval ARGS --json`, parsed.
 fn eval_json(args: &[&str]) -> serde_json::Value {
@@ -202,7 +192,7 @@ fn bad_input_gets_a_one_line_error() {
     for (args, parts) in cases {
         let mut argv = vec!["eval"];
         argv.extend(&args);
-        let e = err(&argv);
+        let e = cli_err(&argv);
         for part in parts {
             assert!(e.contains(part), "kiln {}: no `{part}` in: {e}", argv.join(" "));
         }

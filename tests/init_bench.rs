@@ -90,9 +90,15 @@ fn bench_reports_throughput_as_text_and_json() {
     let mut args = vec!["bench", d];
     args.extend(short);
     let text = kiln(&args).unwrap();
-    for line in
-        ["backend jit, 1 threads", "compile", "prefill 8", "decode 4", "memory read", "decode floor", "peak RSS"]
-    {
+    for line in [
+        "backend jit, weights f32, 1 threads",
+        "compile",
+        "prefill 8",
+        "decode 4",
+        "memory read",
+        "decode floor",
+        "peak RSS",
+    ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     args.push("--json");
@@ -109,6 +115,14 @@ fn bench_reports_throughput_as_text_and_json() {
     let lines: Vec<serde_json::Value> =
         kiln(&both).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.iter().map(|v| v["backend"].as_str().unwrap()).collect::<Vec<_>>(), ["jit", "interp"]);
+    // Weight formats in one run: each relative to the first.
+    let mut formats = vec!["bench", d, "--weights", "f32,q4_0:16", "--quantize-head"];
+    formats.extend(short);
+    let text = kiln(&formats).unwrap();
+    assert!(text.contains("weights q4_0:16, 1 threads"), "{text}");
+    assert!(text.contains("vs f32          prefill"), "{text}");
+    let bad = kiln(&["bench", d, "--weights", "q3"]).unwrap_err();
+    assert!(bad.to_string().contains("unknown format `q3`"), "{bad}");
     let zero = kiln(&["bench", d, "--reps", "0"]).unwrap_err();
     assert!(zero.to_string().contains("at least 1"), "{zero}");
 }

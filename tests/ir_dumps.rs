@@ -36,57 +36,54 @@ fn mamba2() {
     insta::assert_snapshot!("mamba2", dump("mamba2.toml", "mamba2-g2"));
 }
 
-/// The tiny model of `tests/in/adapters/` with LoRA on `q_proj` and `o_proj` (r = 2, alpha = 4):
-/// the graph right after the `lora` pass, and after the whole pipeline.
+/// The tiny model of `tests/in/adapters/`, with an adapter and/or quantization: the graph right
+/// after the pass `at` (its dump) and after the whole pipeline.
+fn tiny(
+    adapter: Option<&kiln_runtime::AdapterConfig>,
+    quantize: Option<&kiln_passes::QuantizeOptions>,
+    at: &str,
+) -> (String, String) {
+    use kiln_passes::{DumpPoint, PipelineOptions};
+    let spec = kiln_runtime::specs::parse_file(std::path::Path::new("tests/in/adapters/tiny.toml")).unwrap();
+    let compile = |dump: Option<(String, DumpPoint)>| {
+        let passes = PipelineOptions { dump, ..PipelineOptions::default() };
+        let config = serde_json::json!({});
+        kiln_runtime::adapter::compile_spec_adapted(
+            &spec,
+            &config,
+            &CompileOptions::default(),
+            adapter,
+            quantize,
+            &passes,
+        )
+        .unwrap_or_else(|e| panic!("{}", e.render()))
+    };
+    let after = compile(Some((at.into(), DumpPoint::After))).report.dump.unwrap();
+    (after, compile(None).graph.to_string())
+}
+
+/// LoRA on `q_proj` and `o_proj` (r = 2, alpha = 4).
 #[test]
 fn lora_tiny() {
-    use kiln_passes::{DumpPoint, PipelineOptions};
     let root = env!("CARGO_MANIFEST_DIR");
-    let spec = kiln_runtime::specs::parse_file(std::path::Path::new("tests/in/adapters/tiny.toml")).unwrap();
     let config_path = std::path::Path::new(root).join("tests/in/adapters/tiny_adapter_config.json");
     let json = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     let adapter = kiln_runtime::AdapterConfig::from_json(&config_path, &json).unwrap();
-    let compile = |dump: Option<(String, DumpPoint)>| {
-        let passes = PipelineOptions { dump, ..PipelineOptions::default() };
-        kiln_runtime::adapter::compile_spec_adapted(
-            &spec,
-            &serde_json::json!({}),
-            &CompileOptions::default(),
-            Some(&adapter),
-            None,
-            &passes,
-        )
-        .unwrap_or_else(|e| panic!("{}", e.render()))
-    };
-    let after_lora = compile(Some(("lora".into(), DumpPoint::After)));
-    insta::assert_snapshot!("lora_tiny_after_lora", after_lora.report.dump.unwrap());
-    insta::assert_snapshot!("lora_tiny", compile(None).graph.to_string());
+    let (after_lora, end) = tiny(Some(&adapter), None, "lora");
+    insta::assert_snapshot!("lora_tiny_after_lora", after_lora);
+    insta::assert_snapshot!("lora_tiny", end);
 }
 
-/// The tiny model quantized (`q4_1:4`, head included, activation-aware scales on `o_proj`): the
-/// graph right after the `quantize` pass (weights retyped, `x / s` before the scaled product),
-/// and after the whole pipeline (the division fused into the preceding kernel).
+/// Quantized (`q4_1:4`, head included, activation-aware scales on `o_proj`): after the
+/// `quantize` pass the weights are retyped and `x / s` precedes the scaled product; after the
+/// pipeline the division is fused into the preceding kernel.
 #[test]
 fn quantized_tiny() {
     use kiln_ir::{Quant, QuantScheme};
-    use kiln_passes::{DumpPoint, PipelineOptions, QuantizeOptions};
-    let spec = kiln_runtime::specs::parse_file(std::path::Path::new("tests/in/adapters/tiny.toml")).unwrap();
-    let mut quantize = QuantizeOptions::new(Quant { scheme: QuantScheme::Q4_1, group: 4 });
+    let mut quantize = kiln_passes::QuantizeOptions::new(Quant { scheme: QuantScheme::Q4_1, group: 4 });
     quantize.head = true;
     quantize.input_scales.insert("model.attn.o_proj.weight".into());
-    let compile = |dump: Option<(String, DumpPoint)>| {
-        let passes = PipelineOptions { dump, ..PipelineOptions::default() };
-        kiln_runtime::adapter::compile_spec_adapted(
-            &spec,
-            &serde_json::json!({}),
-            &CompileOptions::default(),
-            None,
-            Some(&quantize),
-            &passes,
-        )
-        .unwrap_or_else(|e| panic!("{}", e.render()))
-    };
-    let after = compile(Some(("quantize".into(), DumpPoint::After)));
-    insta::assert_snapshot!("quantized_tiny_after_quantize", after.report.dump.unwrap());
-    insta::assert_snapshot!("quantized_tiny", compile(None).graph.to_string());
+    let (after, end) = tiny(None, Some(&quantize), "quantize");
+    insta::assert_snapshot!("quantized_tiny_after_quantize", after);
+    insta::assert_snapshot!("quantized_tiny", end);
 }

@@ -2,18 +2,8 @@
 //! must agree to 1e-5 relative (the JIT reassociates reductions and computes transcendentals
 //! with its own polynomials), and the JIT must still match transformers.
 
-use kiln_runtime::{Backend, LoadOptions, Model, State};
-use kiln_suite::{fixture, model_fixtures, reference, rel_err};
-
-fn runs(model: &Model, tokens: &[i64], split: usize) -> [Vec<f32>; 3] {
-    let full = model.forward(tokens, &mut model.new_state()).unwrap().data;
-    let mut state: State = model.new_state();
-    let mut split_run = model.forward(&tokens[..split], &mut state).unwrap().data;
-    split_run.extend(model.forward(&tokens[split..], &mut state).unwrap().data);
-    let mut state = model.new_state();
-    let decode = tokens.iter().flat_map(|&t| model.forward(&[t], &mut state).unwrap().data).collect();
-    [full, split_run, decode]
-}
+use kiln_runtime::{Backend, LoadOptions, Model};
+use kiln_suite::{fixture, model_fixtures, reference, rel_err, runs};
 
 #[test]
 fn jit_agrees_with_the_interpreter_and_transformers() {

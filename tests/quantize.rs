@@ -18,8 +18,8 @@ use kiln_ir::{Quant, QuantScheme};
 use kiln_passes::{PipelineOptions, QuantizeOptions};
 use kiln_runtime::checkpoint::{save_f32, Checkpoint};
 use kiln_runtime::quantized::write_quantized;
-use kiln_runtime::{Backend, LoadOptions, Model, State};
-use kiln_suite::{fixture, model_fixtures, reference, rel_err, scratch};
+use kiln_runtime::{Backend, LoadOptions, Model};
+use kiln_suite::{fixture, model_fixtures, reference, rel_err, runs, scratch};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -49,16 +49,6 @@ fn load(dir: &Path, backend: Backend, quantize: Option<QuantizeOptions>, optimiz
     };
     Model::load(dir, &LoadOptions { backend, quantize, passes, ..LoadOptions::default() })
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-}
-
-fn runs(model: &Model, tokens: &[i64], split: usize) -> [Vec<f32>; 3] {
-    let full = model.forward(tokens, &mut model.new_state()).unwrap().data;
-    let mut state: State = model.new_state();
-    let mut split_run = model.forward(&tokens[..split], &mut state).unwrap().data;
-    split_run.extend(model.forward(&tokens[split..], &mut state).unwrap().data);
-    let mut state = model.new_state();
-    let decode = tokens.iter().flat_map(|&t| model.forward(&[t], &mut state).unwrap().data).collect();
-    [full, split_run, decode]
 }
 
 /// A copy of the checkpoint `dir` whose quantized weights (by `model`'s decisions) hold their

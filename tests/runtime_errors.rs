@@ -3,7 +3,7 @@
 
 use kiln_runtime::checkpoint::{save, TensorData};
 use kiln_runtime::{Error, LoadOptions, Model};
-use kiln_suite::{fixture, read_safetensors, scratch};
+use kiln_suite::{cli, fixture, read_safetensors, scratch};
 use std::path::Path;
 
 /// Copies fixture `name` into a scratch directory, letting `edit` change its tensors.
@@ -91,12 +91,6 @@ fn unknown_model_type_and_missing_directory() {
     insta::assert_snapshot!(load_err(&dir), @"no built-in spec for model_type `gpt2` (known: rwkv, mamba, mamba2); pass one with --spec");
     let e = Model::load(&dir.join("nope"), &LoadOptions::default()).unwrap_err();
     insta::assert_snapshot!(message(&e, &dir), @"checkpoint directory <dir>/nope does not exist");
-}
-
-fn cli(args: &[&str]) -> Result<String, Error> {
-    let mut out = Vec::new();
-    kiln_runtime::cli::run(std::iter::once("kiln").chain(args.iter().copied()), &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
 }
 
 #[test]

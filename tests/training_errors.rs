@@ -1,18 +1,7 @@
 //! Bad input to `kiln grad` and `kiln train` gets a one-line error naming what is wrong, never a
 //! panic, and nothing the user wrote is overwritten unasked.
 
-use kiln_runtime::Error;
-use kiln_suite::{fixture, scratch};
-
-fn cli(args: &[&str]) -> Result<String, Error> {
-    let mut out = Vec::new();
-    kiln_runtime::cli::run(std::iter::once("kiln").chain(args.iter().copied()), &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
-}
-
-fn err(args: &[&str]) -> String {
-    cli(args).map(|o| panic!("kiln {} succeeded: {o}", args.join(" "))).unwrap_or_else(|e| e.to_string())
-}
+use kiln_suite::{cli, cli_err, fixture, scratch};
 
 #[test]
 fn grad_misuse() {
@@ -24,17 +13,17 @@ fn grad_misuse() {
     let out = dir.join("grads.safetensors");
     let o = out.to_str().unwrap();
 
-    let e = err(&["grad", m, "--adapter", a, "--tokens", "5", "--out", o]);
+    let e = cli_err(&["grad", m, "--adapter", a, "--tokens", "5", "--out", o]);
     assert!(e.contains("at least 2 tokens"), "{e}");
-    let e = err(&["grad", m, "--adapter", a, "--tokens", "5,300", "--out", o]);
+    let e = cli_err(&["grad", m, "--adapter", a, "--tokens", "5,300", "--out", o]);
     assert!(e.contains("token id 300 at position 1") && e.contains("300 entries"), "{e}");
-    let e = err(&["grad", m, "--adapter", dir.join("none").to_str().unwrap(), "--tokens", "1,2", "--out", o]);
+    let e = cli_err(&["grad", m, "--adapter", dir.join("none").to_str().unwrap(), "--tokens", "1,2", "--out", o]);
     assert!(e.contains("none"), "{e}");
-    let e = err(&["grad", m, "--adapter", a, "--tokens", "1,2", "--chunk", "0", "--out", o]);
+    let e = cli_err(&["grad", m, "--adapter", a, "--tokens", "1,2", "--chunk", "0", "--out", o]);
     assert!(e.contains("chunk"), "{e}");
 
     std::fs::write(&out, b"precious").unwrap();
-    let e = err(&["grad", m, "--adapter", a, "--tokens", "1,2,3", "--out", o]);
+    let e = cli_err(&["grad", m, "--adapter", a, "--tokens", "1,2,3", "--out", o]);
     assert!(e.contains("already exists") && e.contains("--force"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     assert!(cli(&["grad", m, "--adapter", a, "--tokens", "1,2,3", "--out", o, "--force"]).unwrap().contains("loss "));
@@ -53,17 +42,17 @@ fn train_misuse() {
     let base = ["train", m, "--data", d, "--out", o, "--steps", "2", "--warmup", "0", "--seq-len", "16", "--quiet"];
     let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
 
-    let e = err(&base);
+    let e = cli_err(&base);
     assert!(e.contains("--targets") && e.contains("--full"), "{e}");
-    let e = err(&with(&["--targets", "no_such_module"]));
+    let e = cli_err(&with(&["--targets", "no_such_module"]));
     assert!(e.contains("no_such_module"), "{e}");
     let missing = dir.join("missing.txt");
-    let e = err(&["train", m, "--data", missing.to_str().unwrap(), "--out", o, "--full", "--quiet"]);
+    let e = cli_err(&["train", m, "--data", missing.to_str().unwrap(), "--out", o, "--full", "--quiet"]);
     assert!(e.contains("missing.txt"), "{e}");
 
     // A finished run is not replaced unasked.
     cli(&with(&["--targets", "key"])).unwrap();
-    let e = err(&with(&["--targets", "key"]));
+    let e = cli_err(&with(&["--targets", "key"]));
     assert!(e.contains("--force") || e.contains("--resume"), "{e}");
     cli(&with(&["--targets", "key", "--force"])).unwrap();
 }

@@ -95,6 +95,8 @@ pub enum Reason {
     ShortRows { k: usize },
     /// Something other than a product or a gather reads it.
     Use { op: String },
+    /// Nothing reads it.
+    Unused,
 }
 
 /// The decision for one rank-2 weight.
@@ -135,6 +137,7 @@ impl fmt::Display for QuantizeReport {
                 Reason::Policy => "policy".to_string(),
                 Reason::ShortRows { k } => format!("rows of {k} are shorter than a group"),
                 Reason::Use { op } => format!("read by `{op}`"),
+                Reason::Unused => "unused".to_string(),
             };
             let verdict = if d.quantized { "quantized" } else { "f32" };
             writeln!(f, "{:<48} [{}, {}] {role:<9} {verdict:<9} ({why})", d.name, d.rows, d.cols)?;
@@ -180,11 +183,11 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
             None => graph.quantize_hint(&param.name).map(|d| (d, Reason::Spec, "in the spec")),
         };
         let (quantized, reason) = match (role.clone(), direction) {
-            (Err(op), Some((true, _, by))) => {
+            (Err(Reason::Use { op }), Some((true, _, by))) => {
                 let why = format!("it is read by `{op}`, and only products and gathers read quantized matrices");
                 return Err(QuantizeError::NotQuantizable { weight: param.name.clone(), by, why });
             }
-            (Err(op), _) => (false, Reason::Use { op }),
+            (Err(reason), _) => (false, reason),
             (Ok(_), Some((d, reason, _))) => (d, reason),
             (Ok(_), None) if options.exact => (false, Reason::Override),
             (Ok(WeightRole::Embedding), None) => {
@@ -258,12 +261,12 @@ fn scale_inputs(graph: &mut Graph, weight: NodeId, name: &str) -> Result<(), Qua
     Ok(())
 }
 
-/// What `input` is to the policy, or the op of a use that rules quantization out.
-fn role(graph: &Graph, input: NodeId, heads: &BTreeSet<NodeId>) -> Result<WeightRole, String> {
+/// What `input` is to the policy, or why it cannot be quantized.
+fn role(graph: &Graph, input: NodeId, heads: &BTreeSet<NodeId>) -> Result<WeightRole, Reason> {
     let mut role = WeightRole::Linear;
     let users = graph.users(input);
     if users.is_empty() {
-        return Err("nothing (it is unused)".into());
+        return Err(Reason::Unused);
     }
     for user in users {
         let ops = graph.operands(user);
@@ -276,7 +279,7 @@ fn role(graph: &Graph, input: NodeId, heads: &BTreeSet<NodeId>) -> Result<Weight
                     }
                 }
                 (Op::Gather, 0) => role = WeightRole::Embedding,
-                (op, _) => return Err(op.mnemonic()),
+                (op, _) => return Err(Reason::Use { op: op.mnemonic() }),
             }
         }
     }

@@ -168,6 +168,12 @@ impl Checkpoint {
     /// Aligned little-endian F32 data is borrowed from the memory mapping without copying; F16,
     /// BF16 and F64 are converted (F64 rounds to nearest), and unaligned F32 is copied.
     pub fn tensor_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Cow<'_, [f32]>, CheckpointError> {
+        let (entry, shard) = self.entry(name, expected_shape)?;
+        decode_f32(&shard.mmap[entry.range.clone()], entry.info.dtype, name, &shard.file_name)
+    }
+
+    /// Where tensor `name` lives, after checking that its stored shape is `expected_shape`.
+    fn entry(&self, name: &str, expected_shape: &[usize]) -> Result<(&Entry, &Shard), CheckpointError> {
         let Some(entry) = self.index.get(name) else {
             return Err(CheckpointError::MissingTensor {
                 name: name.to_string(),
@@ -184,7 +190,7 @@ impl Checkpoint {
                 expected: expected_shape.to_vec(),
             });
         }
-        decode_f32(&shard.mmap[entry.range.clone()], entry.info.dtype, name, &shard.file_name)
+        Ok((entry, shard))
     }
 }
 
@@ -192,22 +198,7 @@ impl Checkpoint {
     /// The stored bytes of tensor `name` after checking its dtype and shape exactly (packed
     /// 4-bit weights and their f16 scales, see [`crate::quantized`]).
     pub fn tensor_bytes(&self, name: &str, dtype: Dtype, expected_shape: &[usize]) -> Result<&[u8], CheckpointError> {
-        let Some(entry) = self.index.get(name) else {
-            return Err(CheckpointError::MissingTensor {
-                name: name.to_string(),
-                file: self.weights.to_string(),
-                suggestion: suggest(name, self.index.keys().map(String::as_str)).map(str::to_string),
-            });
-        };
-        let shard = &self.shards[entry.shard];
-        if entry.info.shape != expected_shape {
-            return Err(CheckpointError::Shape {
-                name: name.to_string(),
-                file: shard.file_name.clone(),
-                found: entry.info.shape.clone(),
-                expected: expected_shape.to_vec(),
-            });
-        }
+        let (entry, shard) = self.entry(name, expected_shape)?;
         if entry.info.dtype != dtype {
             return Err(CheckpointError::WrongDtype {
                 name: name.to_string(),

@@ -107,3 +107,27 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// `kiln ARGS`, run in this process: what it printed, or its error.
+pub fn cli(args: &[&str]) -> Result<String, kiln_runtime::Error> {
+    let mut out = Vec::new();
+    kiln_runtime::cli::run(std::iter::once("kiln").chain(args.iter().copied()), &mut out)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+/// The error `kiln ARGS` fails with; panics if it succeeds.
+pub fn cli_err(args: &[&str]) -> String {
+    cli(args).map(|o| panic!("kiln {} succeeded: {o}", args.join(" "))).unwrap_or_else(|e| e.to_string())
+}
+
+/// A model's logits for `tokens`: in one call, in two calls split at `split` with the state
+/// carried, and one token per call.
+pub fn runs(model: &kiln_runtime::Model, tokens: &[i64], split: usize) -> [Vec<f32>; 3] {
+    let full = model.forward(tokens, &mut model.new_state()).unwrap().data;
+    let mut state = model.new_state();
+    let mut split_run = model.forward(&tokens[..split], &mut state).unwrap().data;
+    split_run.extend(model.forward(&tokens[split..], &mut state).unwrap().data);
+    let mut state = model.new_state();
+    let decode = tokens.iter().flat_map(|&t| model.forward(&[t], &mut state).unwrap().data).collect();
+    [full, split_run, decode]
+}
