@@ -275,6 +275,11 @@ fn list_passes(out: &mut dyn Write) -> Result<(), Error> {
         text += &format!("{:>3}. {:width$}  {required}  {}\n", i + 1, p.name, p.description);
     }
     text += &format!("with --adapter, `{}` runs first: {}\n", kiln_passes::lora::NAME, kiln_passes::lora::DESCRIPTION);
+    text += &format!(
+        "with --quantize, `{}` runs next: {}\n",
+        kiln_passes::quantize::NAME,
+        kiln_passes::quantize::DESCRIPTION
+    );
     out.write_all(text.as_bytes()).map_err(io(Path::new("<stdout>")))
 }
 
