@@ -344,3 +344,38 @@ fn activation_aware_scales_divide_the_products_inputs() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Bad quantization requests get one-line errors naming what is wrong, and `kiln quantize`
+/// overwrites nothing unasked.
+#[test]
+fn bad_quantization_requests_are_refused() {
+    use kiln_suite::cli_err;
+    let model = fixture("rwkv4-tied");
+    let m = model.to_str().unwrap();
+    let fwd = |extra: &[&str]| {
+        let out = scratch("bad-quantize").join("logits.safetensors");
+        let mut args = vec!["forward", m, "--tokens", "1,2", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        cli_err(&args)
+    };
+    assert!(fwd(&["--quantize", "q5"]).contains("unknown format `q5`"));
+    assert!(fwd(&["--quantize", "q4_0:0"]).contains("not a group size"));
+    assert!(fwd(&["--quantize-head"]).contains("--quantize"));
+    assert!(fwd(&["--quantize", "q4_0", "--keep-f32", "nope"]).contains("names `nope`, which is not a weight matrix"));
+
+    let dir = scratch("bad-quantize-out");
+    let out = dir.join("q");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("config.json"), "precious").unwrap();
+    let o = out.to_str().unwrap();
+    assert!(cli_err(&["quantize", m, "--out", o]).contains("pass --force"));
+    assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), "precious");
+    assert!(cli_err(&["quantize", m, "--out", m, "--force"]).contains("is the model directory itself"));
+    let no_tokenizer = fixture("mamba2-g1");
+    let text = dir.join("calibration.txt");
+    std::fs::write(&text, "some text").unwrap();
+    let e =
+        cli_err(&["quantize", no_tokenizer.to_str().unwrap(), "--out", o, "--force", "--awq", text.to_str().unwrap()]);
+    assert!(e.contains("no tokenizer.json"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -152,7 +152,7 @@ pub enum QuantizeError {
     NotQuantizable { weight: String, by: &'static str, why: String },
     #[error("quantization groups must hold at least one value")]
     EmptyGroup,
-    #[error("--quantize names `{0}`, which is not a weight matrix of this model")]
+    #[error("a direction to quantize or keep names `{0}`, which is not a weight matrix of this model (only matrices are quantized)")]
     UnknownOverride(String),
     #[error("weight `{weight}` has activation-aware scales, but {why}")]
     InputScale { weight: String, why: String },
