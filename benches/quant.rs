@@ -23,7 +23,7 @@
 //! Run: `RAYON_NUM_THREADS=2 cargo bench --bench quant` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kiln_backend::quant::{matmul, matvec, matvec_q8, quantize, QuantFormat, QuantizedMatrix};
+use kiln_backend::quant::{matmul, matvec, matvec_q8, quantize, QuantScheme, QuantizedMatrix};
 use kiln_suite::random_values as random;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -52,17 +52,17 @@ const COLD_BYTES: usize = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Variant {
     F32,
-    Exact(QuantFormat),
-    Q8(QuantFormat),
+    Exact(QuantScheme),
+    Q8(QuantScheme),
 }
 
 impl Variant {
     const ALL: [Variant; 5] = [
         Variant::F32,
-        Variant::Exact(QuantFormat::Q4_0),
-        Variant::Exact(QuantFormat::Q4_1),
-        Variant::Q8(QuantFormat::Q4_0),
-        Variant::Q8(QuantFormat::Q4_1),
+        Variant::Exact(QuantScheme::Q4_0),
+        Variant::Exact(QuantScheme::Q4_1),
+        Variant::Q8(QuantScheme::Q4_0),
+        Variant::Q8(QuantScheme::Q4_1),
     ];
 
     fn name(self) -> String {
@@ -73,7 +73,7 @@ impl Variant {
         }
     }
 
-    fn format(self) -> Option<QuantFormat> {
+    fn format(self) -> Option<QuantScheme> {
         match self {
             Variant::F32 => None,
             Variant::Exact(f) | Variant::Q8(f) => Some(f),
@@ -94,13 +94,13 @@ impl Weight {
     fn new(k: usize, n: usize, seed: u64) -> Weight {
         let f32 = random(n * k, seed);
         let q = |format| quantize(&f32, n, k, format, GROUP).expect("quantize a random weight");
-        Weight { k, n, q4_0: q(QuantFormat::Q4_0), q4_1: q(QuantFormat::Q4_1), f32 }
+        Weight { k, n, q4_0: q(QuantScheme::Q4_0), q4_1: q(QuantScheme::Q4_1), f32 }
     }
 
-    fn quantized(&self, format: QuantFormat) -> &QuantizedMatrix {
+    fn quantized(&self, format: QuantScheme) -> &QuantizedMatrix {
         match format {
-            QuantFormat::Q4_0 => &self.q4_0,
-            QuantFormat::Q4_1 => &self.q4_1,
+            QuantScheme::Q4_0 => &self.q4_0,
+            QuantScheme::Q4_1 => &self.q4_1,
         }
     }
 
@@ -240,7 +240,7 @@ fn prefill(c: &mut Criterion) {
     group.bench_function(BenchmarkId::from_parameter("f32"), |b| {
         b.iter(|| kiln_backend::jit::product(dims, black_box(&x), &w, black_box(&mut y)).unwrap())
     });
-    for format in [QuantFormat::Q4_0, QuantFormat::Q4_1] {
+    for format in [QuantScheme::Q4_0, QuantScheme::Q4_1] {
         let q = quantize(&w, n, k, format, GROUP).unwrap();
         group.bench_function(BenchmarkId::from_parameter(format.name()), |b| {
             b.iter(|| matmul(&q, black_box(&x), black_box(&mut y)).unwrap())

@@ -3,7 +3,7 @@
 //! transformers' logits through the head, and against a direct computation of the first
 //! layer's key projection input).
 
-use kiln_backend::quant::QuantFormat;
+use kiln_backend::quant::QuantScheme;
 use kiln_runtime::awq::{calibrate, search_model, AwqReport, Calibration, CalibrationOptions};
 use kiln_runtime::checkpoint::Checkpoint;
 use kiln_runtime::{Backend, LoadOptions};
@@ -136,13 +136,13 @@ fn awq_on_a_fixture_never_loses_to_round_to_nearest_and_reports_every_weight() {
     let dir = fixture("mamba-tied");
     let c = run("mamba-tied", 6, 64, Backend::Jit);
     let checkpoint = Checkpoint::open(&dir).unwrap();
-    let scaled = search_model(&checkpoint, &c, QuantFormat::Q4_0, 16).unwrap();
+    let scaled = search_model(&checkpoint, &c, QuantScheme::Q4_0, 16).unwrap();
     assert_eq!(scaled.len(), c.weights.len());
     for s in &scaled {
         assert!(s.choice.error_awq <= s.choice.error_rtn, "{}", s.name);
         assert_eq!(s.choice.scale.len(), s.cols);
     }
-    let report = AwqReport::new(QuantFormat::Q4_0, 16, &scaled);
+    let report = AwqReport::new(QuantScheme::Q4_0, 16, &scaled);
     let table = report.table();
     assert!(report.total_awq() <= report.total_rtn());
     for s in &scaled {

@@ -13,7 +13,7 @@
 //! `cargo test --test quantize -- --nocapture` prints the logit error against f32 (relative RMS)
 //! for each fixture and format.
 
-use kiln_backend::quant::{quantize, QuantFormat};
+use kiln_backend::quant::quantize;
 use kiln_ir::{Quant, QuantScheme};
 use kiln_passes::{PipelineOptions, QuantizeOptions};
 use kiln_runtime::checkpoint::{save_f32, Checkpoint};
@@ -58,10 +58,7 @@ fn dequantized_copy(dir: &Path, model: &Model, quant: Quant, name: &str) -> std:
     let checkpoint = Checkpoint::open(dir).unwrap();
     let chosen: BTreeMap<&str, (usize, usize)> =
         model.quantization().unwrap().quantized().map(|d| (d.name.as_str(), (d.rows, d.cols))).collect();
-    let format = match quant.scheme {
-        QuantScheme::Q4_0 => QuantFormat::Q4_0,
-        QuantScheme::Q4_1 => QuantFormat::Q4_1,
-    };
+    let format = quant.scheme;
     let mut tensors = Vec::new();
     for name in checkpoint.tensor_names() {
         let shape = checkpoint.info(name).unwrap().shape.clone();
@@ -311,7 +308,7 @@ fn activation_aware_scales_divide_the_products_inputs() {
             let (rows, cols) = (shape[0], shape[1]);
             let scaled: Vec<f32> =
                 values.chunks_exact(cols).flat_map(|w| w.iter().zip(s).map(|(w, s)| w * s)).collect();
-            let q = quantize(&scaled, rows, cols, QuantFormat::Q4_0, 32).unwrap().dequantize();
+            let q = quantize(&scaled, rows, cols, QuantScheme::Q4_0, 32).unwrap().dequantize();
             values = q.chunks_exact(cols).flat_map(|w| w.iter().zip(s).map(|(w, s)| w / s)).collect();
         }
         tensors.push((name.to_string(), shape, values));

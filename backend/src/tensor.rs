@@ -11,8 +11,8 @@
 //! `OutSlice` is where kernels write a result (the arena of a planned call, or an allocation).
 
 use crate::error::{ExecError, NodeErrorKind};
-use crate::quant::{QuantFormat, QuantizedMatrix};
-use kiln_ir::{DType, Quant, QuantScheme};
+use crate::quant::QuantizedMatrix;
+use kiln_ir::{DType, Quant};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::fmt;
@@ -31,21 +31,9 @@ pub enum TensorData<'a> {
     Quant(Arc<QuantizedMatrix>),
 }
 
-/// The IR's name for a quantized matrix's format.
-pub fn quant_type(q: &QuantizedMatrix) -> Quant {
-    let scheme = match q.format() {
-        QuantFormat::Q4_0 => QuantScheme::Q4_0,
-        QuantFormat::Q4_1 => QuantScheme::Q4_1,
-    };
-    Quant { scheme, group: u32::try_from(q.group()).unwrap_or(u32::MAX) }
-}
-
-/// The backend's format for the IR's quantization scheme.
-pub fn quant_format(scheme: QuantScheme) -> QuantFormat {
-    match scheme {
-        QuantScheme::Q4_0 => QuantFormat::Q4_0,
-        QuantScheme::Q4_1 => QuantFormat::Q4_1,
-    }
+/// The IR type of a quantized matrix's elements.
+fn quant_type(q: &QuantizedMatrix) -> Quant {
+    Quant { scheme: q.format(), group: u32::try_from(q.group()).unwrap_or(u32::MAX) }
 }
 
 impl<'a> TensorData<'a> {

@@ -22,5 +22,5 @@ pub use infer::{broadcast_shapes, broadcasts_to, infer, TypeError};
 pub use kernel::{Instr, Kernel, KernelOutput, Level};
 pub use op::{BinaryOp, CompareOp, Op, Param, ParamRole, ReduceOp, Scan, UnaryOp};
 pub use plan::{BufferId, MemoryPlan, Placement, PlanError};
-pub use types::{Count, DType, Dim, Quant, QuantScheme, Shape, Type};
+pub use types::{packed_row_bytes, Count, DType, Dim, Quant, QuantScheme, Shape, Type};
 pub use verify::{verify, VerifyError, VerifyErrorKind, VerifyErrors};

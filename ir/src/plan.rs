@@ -38,7 +38,7 @@
 
 use crate::graph::{Graph, NodeId, Value};
 use crate::op::Op;
-use crate::types::{Count, DType, QuantScheme, Type};
+use crate::types::{packed_row_bytes, Count, DType, QuantScheme, Type};
 use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
@@ -188,16 +188,13 @@ pub fn value_bytes(ty: &Type) -> Option<Count> {
     match ty.dtype {
         DType::Quant(q) => {
             let [n, k] = ty.shape.dims() else { return None };
-            let (n, k) = (n.fixed()? as i64, k.fixed()? as i64);
-            let g = i64::from(q.group).max(1);
-            let groups = k.checked_add(g - 1)? / g;
+            let (n, k, g) = (n.fixed()?, k.fixed()?, (q.group as usize).max(1));
             let per_group = match q.scheme {
                 QuantScheme::Q4_0 => 2,
                 QuantScheme::Q4_1 => 4,
             };
-            let codes = (k / g) * ((g + 1) / 2) + (k % g + 1) / 2;
-            let row = codes + groups * per_group;
-            Some(Count { per_t: 0, constant: n.checked_mul(row)? })
+            let row = packed_row_bytes(k, g).checked_add(k.div_ceil(g).checked_mul(per_group)?)?;
+            Some(Count { per_t: 0, constant: i64::try_from(n.checked_mul(row)?).ok()? })
         }
         dtype => ty.shape.count().map(|c| c.scaled(dtype_bytes(dtype).unwrap_or(0))),
     }

@@ -56,6 +56,7 @@ pub enum QuantScheme {
 }
 
 impl QuantScheme {
+    /// The name on the command line and in file metadata.
     pub fn name(self) -> &'static str {
         match self {
             QuantScheme::Q4_0 => "q4_0",
@@ -69,6 +70,18 @@ impl QuantScheme {
             "q4_1" => Some(QuantScheme::Q4_1),
             _ => None,
         }
+    }
+}
+
+/// The bytes of one packed row of `cols` 4-bit codes in groups of `group` (> 0): each group
+/// starts on a byte, two codes per byte, so an odd group ends mid-byte.
+pub fn packed_row_bytes(cols: usize, group: usize) -> usize {
+    (cols / group) * group.div_ceil(2) + (cols % group).div_ceil(2)
+}
+
+impl fmt::Display for QuantScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -85,7 +85,8 @@ pub enum WeightRole {
 /// Why a weight was or was not quantized.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reason {
-    /// Directed by the command line.
+    /// Directed by the caller: the command line, or a checkpoint that says which of its weights
+    /// are quantized.
     Override,
     /// Directed by the spec's `quantize = ...`.
     Spec,
@@ -132,7 +133,7 @@ impl fmt::Display for QuantizeReport {
                 None => "-",
             };
             let why = match &d.reason {
-                Reason::Override => "command line".to_string(),
+                Reason::Override => "directed".to_string(),
                 Reason::Spec => "spec".to_string(),
                 Reason::Policy => "policy".to_string(),
                 Reason::ShortRows { k } => format!("rows of {k} are shorter than a group"),
@@ -168,6 +169,8 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
     let heads = head_products(graph);
     let mut report = QuantizeReport::default();
     let mut seen = BTreeSet::new();
+    let mut chosen: BTreeMap<String, NodeId> = BTreeMap::new();
+    let caller = if options.exact { "by the checkpoint" } else { "on the command line" };
     for &input in graph.inputs() {
         let Some(param) = graph.param(input).filter(|p| p.role == ParamRole::Weight) else { continue };
         let ty = graph.value_type(input.into());
@@ -179,7 +182,7 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
         seen.insert(param.name.clone());
         let role = role(graph, input, &heads);
         let direction = match options.overrides.get(&param.name) {
-            Some(&d) => Some((d, Reason::Override, "on the command line")),
+            Some(&d) => Some((d, Reason::Override, caller)),
             None => graph.quantize_hint(&param.name).map(|d| (d, Reason::Spec, "in the spec")),
         };
         let (quantized, reason) = match (role.clone(), direction) {
@@ -200,6 +203,9 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
             }
             (Ok(WeightRole::Linear), None) => (true, Reason::Policy),
         };
+        if quantized {
+            chosen.insert(param.name.clone(), input);
+        }
         report.decisions.push(Decision { name: param.name.clone(), rows, cols, role: role.ok(), quantized, reason });
     }
     if let Some(name) = options.overrides.keys().find(|n| !seen.contains(*n)) {
@@ -209,21 +215,13 @@ pub fn quantize(graph: &mut Graph, options: &QuantizeOptions) -> Result<Quantize
         let why = "it is not a weight matrix (only matrices are quantized)".to_string();
         return Err(QuantizeError::NotQuantizable { weight: name.to_string(), by: "in the spec", why });
     }
-    let chosen: BTreeSet<&str> = report.quantized().map(|d| d.name.as_str()).collect();
-    let retype: Vec<NodeId> = graph
-        .inputs()
-        .iter()
-        .copied()
-        .filter(|&n| graph.param(n).is_some_and(|p| p.role == ParamRole::Weight && chosen.contains(p.name.as_str())))
-        .collect();
-    for &n in &retype {
+    for &n in chosen.values() {
         if let Some(t) = graph.node_mut(n).results.first_mut() {
             t.dtype = DType::Quant(options.quant);
         }
     }
     for name in &options.input_scales {
-        let weight = retype.iter().copied().find(|&n| graph.param(n).is_some_and(|p| &p.name == name));
-        let Some(weight) = weight else {
+        let Some(&weight) = chosen.get(name) else {
             let why = "it is not quantized".to_string();
             return Err(QuantizeError::InputScale { weight: name.clone(), why });
         };

@@ -8,6 +8,7 @@
 //! [`GradientOptions::quantize`] (or a checkpoint written by `kiln quantize`) the frozen base is
 //! 4-bit (QLoRA).
 
+use crate::adapter::apply::quantize_adapted;
 use crate::adapter::{lora_graph, Adapter, AdapterConfig, AdapterTensor, AdapterWeight};
 use crate::checkpoint::Checkpoint;
 use crate::gradient::{GradientOptions, GradientProgram};
@@ -65,12 +66,12 @@ impl Finetune {
             }
             Tuning::Adapter(adapter) => {
                 let (mut lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, adapter.config())?;
-                quantize_base(&mut lowered, &weights, quantize)?;
+                quantize_base(&mut lowered, &weights, quantize.as_ref())?;
                 Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
             Tuning::NewAdapter { config, seed } => {
                 let (mut lowered, weights) = lora_graph(&spec, checkpoint.config(), &compile, &config)?;
-                quantize_base(&mut lowered, &weights, quantize)?;
+                quantize_base(&mut lowered, &weights, quantize.as_ref())?;
                 let adapter = Adapter::init(config, &weights, seed);
                 Finetune::for_adapter(&lowered, &weights, adapter, checkpoint, options)
             }
@@ -83,15 +84,12 @@ impl Finetune {
 fn quantize_base(
     lowered: &mut Graph,
     adapter_weights: &[AdapterWeight],
-    quantize: Option<QuantizeOptions>,
+    quantize: Option<&QuantizeOptions>,
 ) -> Result<(), Error> {
-    let Some(mut quantize) = quantize else { return Ok(()) };
-    for w in adapter_weights {
-        quantize.overrides.entry(w.name.clone()).or_insert(false);
+    match quantize {
+        Some(options) => quantize_adapted(lowered, adapter_weights, options).map(drop),
+        None => Ok(()),
     }
-    kiln_passes::quantize(lowered, &quantize).map_err(|e| Error::Quantize(Box::new(e)))?;
-    kiln_ir::verify(lowered)?;
-    Ok(())
 }
 
 impl Finetune {

@@ -26,7 +26,7 @@ use super::chunks::{
     load_chunk, load_halves, mins_term, passes, prefetch_ahead, Chunks, RowParts, CHUNK_BYTES, LANES, NIBBLES,
     PREFETCH_BYTES, ROWS_PER_PASS,
 };
-use super::{QuantFormat, QuantizedMatrix};
+use super::{QuantScheme, QuantizedMatrix};
 
 /// The per-call form of the activation for [`ExactPlan::block`].
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl ExactPlan {
                 xp[at + LANES] = x[high];
             }
         });
-        let with_mins = q.format() == QuantFormat::Q4_1;
+        let with_mins = q.format() == QuantScheme::Q4_1;
         let mut xsum = Vec::new();
         if with_mins {
             xsum = x.chunks(q.group()).map(|g| g.iter().sum()).collect();

@@ -3,12 +3,12 @@
 //! A weight `[rows, cols]` is cut, row by row, into groups of `group` consecutive columns; the
 //! last group of a row holds `cols % group` values when that is not zero. Each group stores:
 //!
-//! - [`QuantFormat::Q4_0`]: one f16 scale `d`; values `x̂ = (q − 8)·d`, `q ∈ 0..=15` (a signed
+//! - [`QuantScheme::Q4_0`]: one f16 scale `d`; values `x̂ = (q − 8)·d`, `q ∈ 0..=15` (a signed
 //!   `−8..=7` stored with an offset of 8). `d = m / −8` where `m` is the group's value of largest
 //!   magnitude (the first one, with its sign), rounded to f16; then `q = round(x / d) + 8` (`round`
 //!   is half away from zero, `/` the exact f32 division), clamped to `0..=15`. `m` itself gets
 //!   `q = 0`; only values of the opposite sign within `d/2` of `−m` can need clamping (to 7).
-//! - [`QuantFormat::Q4_1`]: an f16 scale `d` and an f16 minimum `c`; values `x̂ = q·d + c`,
+//! - [`QuantScheme::Q4_1`]: an f16 scale `d` and an f16 minimum `c`; values `x̂ = q·d + c`,
 //!   `q ∈ 0..=15`. `c` is the group's minimum and `d = (max − min) / 15`, both rounded to f16;
 //!   `q = round((x − c) / d)`, clamped to `0..=15`.
 //!
@@ -34,47 +34,13 @@
 use super::QuantError;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-
-/// A 4-bit group format.
-#[allow(non_camel_case_types)] // the names are the established ones (llama.cpp, GGUF)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum QuantFormat {
-    /// Signed 4-bit values, one f16 scale per group.
-    Q4_0,
-    /// Unsigned 4-bit values, an f16 scale and an f16 minimum per group.
-    Q4_1,
-}
-
-impl QuantFormat {
-    /// The name used on the command line and in file metadata: `q4_0`, `q4_1`.
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantFormat::Q4_0 => "q4_0",
-            QuantFormat::Q4_1 => "q4_1",
-        }
-    }
-
-    /// The format called `name` (see [`QuantFormat::name`]).
-    pub fn from_name(name: &str) -> Option<QuantFormat> {
-        match name {
-            "q4_0" => Some(QuantFormat::Q4_0),
-            "q4_1" => Some(QuantFormat::Q4_1),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for QuantFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use kiln_ir::{packed_row_bytes, QuantScheme};
 
 /// A weight `[rows, cols]` quantized in groups along `cols` (see the module documentation for the
 /// exact layout). Its parts always have consistent lengths and finite scales and minimums.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedMatrix {
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
     rows: usize,
     cols: usize,
@@ -89,7 +55,7 @@ pub fn quantize(
     values: &[f32],
     rows: usize,
     cols: usize,
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
 ) -> Result<QuantizedMatrix, QuantError> {
     if group == 0 {
@@ -108,10 +74,10 @@ pub fn quantize(
         return Err(QuantError::NonFinite { row: i / cols, col: i % cols, value: values[i] });
     }
     let groups = cols.div_ceil(group);
-    let row_bytes = row_bytes(cols, group);
+    let row_bytes = packed_row_bytes(cols, group);
     let mut packed = vec![0u8; rows * row_bytes];
     let mut scales = Vec::with_capacity(rows * groups);
-    let mut mins = (format == QuantFormat::Q4_1).then(|| Vec::with_capacity(rows * groups));
+    let mut mins = (format == QuantScheme::Q4_1).then(|| Vec::with_capacity(rows * groups));
     let mut q = vec![0u8; group];
     for (r, (row, out)) in values.chunks_exact(cols.max(1)).zip(packed.chunks_exact_mut(row_bytes.max(1))).enumerate() {
         for (g, xs) in row.chunks(group).enumerate() {
@@ -125,13 +91,13 @@ pub fn quantize(
                 }
             };
             match format {
-                QuantFormat::Q4_0 => {
+                QuantScheme::Q4_0 => {
                     let m = xs.iter().fold(0.0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
                     let d = f16_of("scale", m / -8.0)?;
                     round_group(xs, q, d.to_f32(), 0.0, 8.0);
                     scales.push(d);
                 }
-                QuantFormat::Q4_1 => {
+                QuantScheme::Q4_1 => {
                     let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
                     let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let c = f16_of("minimum", lo)?;
@@ -167,16 +133,11 @@ fn pack_group(q: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Bytes of one packed row of `cols` values in groups of `group` (each group byte-aligned).
-fn row_bytes(cols: usize, group: usize) -> usize {
-    (cols / group) * group.div_ceil(2) + (cols % group).div_ceil(2)
-}
-
 impl QuantizedMatrix {
     /// A matrix from stored parts (as read from a file), checking every length and that scales
-    /// and minimums are finite. `mins` must be present exactly for [`QuantFormat::Q4_1`].
+    /// and minimums are finite. `mins` must be present exactly for [`QuantScheme::Q4_1`].
     pub fn from_parts(
-        format: QuantFormat,
+        format: QuantScheme,
         group: usize,
         rows: usize,
         cols: usize,
@@ -204,10 +165,10 @@ impl QuantizedMatrix {
         };
         part("packed values", bytes, m.packed.len())?;
         part("scales", groups, m.scales.len())?;
-        if format == QuantFormat::Q4_1 && m.mins.is_none() {
+        if format == QuantScheme::Q4_1 && m.mins.is_none() {
             return Err(QuantError::MissingMinimums { rows, cols });
         }
-        let want_mins = if format == QuantFormat::Q4_1 { groups } else { Some(0) };
+        let want_mins = if format == QuantScheme::Q4_1 { groups } else { Some(0) };
         part("minimums", want_mins, m.mins.as_ref().map_or(0, Vec::len))?;
         for (what, values) in [("scales", Some(&m.scales)), ("minimums", m.mins.as_ref())] {
             if let Some(index) = values.and_then(|v| v.iter().position(|h| !h.is_finite())) {
@@ -217,7 +178,7 @@ impl QuantizedMatrix {
         Ok(m)
     }
 
-    pub fn format(&self) -> QuantFormat {
+    pub fn format(&self) -> QuantScheme {
         self.format
     }
 
@@ -246,7 +207,7 @@ impl QuantizedMatrix {
         &self.scales
     }
 
-    /// One minimum per group for [`QuantFormat::Q4_1`], laid out like the scales.
+    /// One minimum per group for [`QuantScheme::Q4_1`], laid out like the scales.
     pub fn mins(&self) -> Option<&[f16]> {
         self.mins.as_deref()
     }
@@ -256,7 +217,7 @@ impl QuantizedMatrix {
     }
 
     pub fn row_bytes(&self) -> usize {
-        row_bytes(self.cols, self.group)
+        packed_row_bytes(self.cols, self.group)
     }
 
     /// Storage size in bytes: packed values, scales and minimums.

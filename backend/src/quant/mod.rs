@@ -1,4 +1,4 @@
-//! 4-bit weight quantization: the formats ([`QuantFormat`], [`QuantizedMatrix`]), their on-disk
+//! 4-bit weight quantization: the formats ([`QuantScheme`], [`QuantizedMatrix`]), their on-disk
 //! layout ([`StoredTensor`]), and the products that read them without materializing f32 weights:
 //! [`matvec`] for decode, [`matmul`] for prefill, [`matmul_nn`] (the weight not transposed) for
 //! backpropagating to a quantized `Linear`'s input, and [`matvec_q8`], a faster decode product
@@ -6,7 +6,7 @@
 //!
 //! A quantized matrix is a weight stored `[rows, cols]` = `[N, K]` (the `Linear` layout: products
 //! read it with `transpose_rhs`), cut along `K` into groups of `group` consecutive values, each
-//! group with its own f16 scale (and, in [`QuantFormat::Q4_1`], an f16 minimum). `K` need not be a
+//! group with its own f16 scale (and, in [`QuantScheme::Q4_1`], an f16 minimum). `K` need not be a
 //! multiple of the group size: the last group of every row is then shorter.
 //!
 //! Guarantees: building a matrix ([`quantize`], [`QuantizedMatrix::from_parts`]) validates every
@@ -28,8 +28,9 @@ mod simd;
 
 pub use backward::matmul_nn;
 pub use error::QuantError;
-pub use format::{quantize, QuantFormat, QuantizedMatrix};
+pub use format::{quantize, QuantizedMatrix};
 pub use kernels::{matmul, matvec};
+pub use kiln_ir::QuantScheme;
 pub use layout::{StoredDtype, StoredTensor};
 pub use q8::matvec_q8;
 

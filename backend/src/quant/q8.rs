@@ -50,7 +50,7 @@ mod vnni {
         PREFETCH_BYTES, ROWS_PER_PASS,
     };
     use super::super::kernels::BLOCK_ROWS;
-    use super::super::{QuantFormat, QuantizedMatrix};
+    use super::super::{QuantScheme, QuantizedMatrix};
     use rayon::prelude::*;
 
     /// The 8-bit product into `y` when the kernel applies (the CPU has AVX-512 VNNI, BW and
@@ -126,7 +126,7 @@ mod vnni {
             let chunks = Chunks::new(q)?;
             let (scales, values) = quantize_activation(x, q.group());
             let n = chunks.count;
-            let with_mins = q.format() == QuantFormat::Q4_1;
+            let with_mins = q.format() == QuantScheme::Q4_1;
             let mut plan = Q8Plan {
                 low: vec![0; n * CHUNK_BYTES],
                 high: vec![0; n * CHUNK_BYTES],

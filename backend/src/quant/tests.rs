@@ -16,7 +16,7 @@ fn group_of(q: &QuantizedMatrix, r: usize, c: usize) -> (f32, f32) {
     (d, o)
 }
 
-const FORMATS: [QuantFormat; 2] = [QuantFormat::Q4_0, QuantFormat::Q4_1];
+const FORMATS: [QuantScheme; 2] = [QuantScheme::Q4_0, QuantScheme::Q4_1];
 
 #[test]
 fn round_trip_within_documented_bounds() {
@@ -33,7 +33,7 @@ fn round_trip_within_documented_bounds() {
                 let err = (v - b).abs();
                 assert!(d.is_finite(), "{format} {rows}×{cols}/{group}: scale {d}");
                 let bound = match format {
-                    QuantFormat::Q4_0 => {
+                    QuantScheme::Q4_0 => {
                         let t = v / d + 8.0;
                         if (-0.5..15.5).contains(&t) {
                             d.abs() * 0.5 * (1.0 + 1e-6)
@@ -42,7 +42,7 @@ fn round_trip_within_documented_bounds() {
                             d.abs() * (1.0 + 1.0 / 256.0)
                         }
                     }
-                    QuantFormat::Q4_1 => {
+                    QuantScheme::Q4_1 => {
                         let g = c / group * group;
                         let lo = x[r * cols + g..r * cols + (g + group).min(cols)]
                             .iter()
@@ -78,7 +78,7 @@ fn values_on_the_grid_come_back_exactly() {
             _ => l.clamp(0, 15) as f32 * d + c,
         })
         .collect();
-    for (format, x) in [(QuantFormat::Q4_0, q40), (QuantFormat::Q4_1, q41)] {
+    for (format, x) in [(QuantScheme::Q4_0, q40), (QuantScheme::Q4_1, q41)] {
         let q = quantize(&x, 2, 40, format, 16).unwrap();
         assert_eq!(q.dequantize(), x, "{format}");
         assert!(q.scales().iter().all(|&s| s.to_f32().abs() == d), "{format}: {:?}", q.scales());
@@ -87,11 +87,11 @@ fn values_on_the_grid_come_back_exactly() {
 
 #[test]
 fn zero_and_constant_groups() {
-    let zeros = quantize(&[0.0; 12], 2, 6, QuantFormat::Q4_0, 4).unwrap();
+    let zeros = quantize(&[0.0; 12], 2, 6, QuantScheme::Q4_0, 4).unwrap();
     assert_eq!(zeros.dequantize(), vec![0.0; 12]);
-    let constant = quantize(&[0.75; 6], 1, 6, QuantFormat::Q4_1, 4).unwrap();
+    let constant = quantize(&[0.75; 6], 1, 6, QuantScheme::Q4_1, 4).unwrap();
     assert_eq!(constant.dequantize(), vec![0.75; 6]);
-    let constant = quantize(&[0.75; 6], 1, 6, QuantFormat::Q4_0, 4).unwrap();
+    let constant = quantize(&[0.75; 6], 1, 6, QuantScheme::Q4_0, 4).unwrap();
     assert_eq!(constant.dequantize(), vec![0.75; 6]);
 }
 
@@ -100,7 +100,7 @@ fn packing_follows_the_documented_layout() {
     // One group of 5 with d = 1 (the extreme is −8): q = [0, 1, 9, 10, 15]; h = 3, so bytes are
     // [q0 | q3 << 4, q1 | q4 << 4, q2]; a second group of 2 values [4, −2] has d = 4 / −8, so
     // q = [0, 12]: one byte 0 | 12 << 4.
-    let q = quantize(&[-8.0, -7.0, 1.0, 2.0, 7.0, 4.0, -2.0], 1, 7, QuantFormat::Q4_0, 5).unwrap();
+    let q = quantize(&[-8.0, -7.0, 1.0, 2.0, 7.0, 4.0, -2.0], 1, 7, QuantScheme::Q4_0, 5).unwrap();
     assert_eq!(q.packed(), &[0xA0, 0xF1, 0x09, 0xC0]);
     assert_eq!(q.row_bytes(), 4);
     assert_eq!(q.scales(), &[f16::from_f32(1.0), f16::from_f32(-0.5)]);
@@ -131,7 +131,7 @@ fn stored_form_matches_the_parts_and_reads_back() {
         )
         .unwrap();
         assert_eq!(back, q);
-        assert_eq!(QuantFormat::from_name(format.name()), Some(format));
+        assert_eq!(QuantScheme::from_name(format.name()), Some(format));
     }
 }
 
@@ -444,7 +444,7 @@ fn non_finite_activations_propagate_as_in_the_reference() {
 
 #[test]
 fn empty_shapes() {
-    let q = quantize(&[], 3, 0, QuantFormat::Q4_0, 32).unwrap();
+    let q = quantize(&[], 3, 0, QuantScheme::Q4_0, 32).unwrap();
     let mut y = vec![1.0; 3];
     matvec(&q, &[], &mut y).unwrap();
     assert_eq!(y, vec![0.0; 3]);
@@ -452,7 +452,7 @@ fn empty_shapes() {
     assert_eq!(y, vec![0.0; 3]);
     let mut out = vec![];
     matmul_nn(&q, &random(6, 1), &mut out).unwrap();
-    let q = quantize(&[], 0, 8, QuantFormat::Q4_1, 32).unwrap();
+    let q = quantize(&[], 0, 8, QuantScheme::Q4_1, 32).unwrap();
     matmul(&q, &random(16, 1), &mut []).unwrap();
     let mut out = vec![1.0; 16];
     matmul_nn(&q, &[], &mut out).unwrap();
@@ -462,23 +462,23 @@ fn empty_shapes() {
 
 #[test]
 fn bad_input_is_an_error() {
-    assert_eq!(quantize(&[1.0; 4], 2, 2, QuantFormat::Q4_0, 0), Err(QuantError::ZeroGroup));
+    assert_eq!(quantize(&[1.0; 4], 2, 2, QuantScheme::Q4_0, 0), Err(QuantError::ZeroGroup));
     assert_eq!(
-        quantize(&[1.0; 5], 2, 2, QuantFormat::Q4_0, 32),
+        quantize(&[1.0; 5], 2, 2, QuantScheme::Q4_0, 32),
         Err(QuantError::SizeMismatch { rows: 2, cols: 2, expected: 4, actual: 5 })
     );
     let mut x = vec![0.5; 6];
     x[4] = f32::NAN;
-    let e = quantize(&x, 2, 3, QuantFormat::Q4_1, 2).unwrap_err();
+    let e = quantize(&x, 2, 3, QuantScheme::Q4_1, 2).unwrap_err();
     assert!(matches!(e, QuantError::NonFinite { row: 1, col: 1, .. }), "{e}");
     x[4] = f32::NEG_INFINITY;
-    assert!(matches!(quantize(&x, 2, 3, QuantFormat::Q4_0, 2), Err(QuantError::NonFinite { row: 1, col: 1, .. })));
-    let e = quantize(&[1e6, 0.0, 0.0, 0.0], 2, 2, QuantFormat::Q4_0, 2).unwrap_err();
+    assert!(matches!(quantize(&x, 2, 3, QuantScheme::Q4_0, 2), Err(QuantError::NonFinite { row: 1, col: 1, .. })));
+    let e = quantize(&[1e6, 0.0, 0.0, 0.0], 2, 2, QuantScheme::Q4_0, 2).unwrap_err();
     assert!(matches!(e, QuantError::F16Overflow { what: "scale", row: 0, group: 0, .. }), "{e}");
-    let e = quantize(&[0.0, 0.0, -1e5, -1e5], 2, 2, QuantFormat::Q4_1, 2).unwrap_err();
+    let e = quantize(&[0.0, 0.0, -1e5, -1e5], 2, 2, QuantScheme::Q4_1, 2).unwrap_err();
     assert!(matches!(e, QuantError::F16Overflow { what: "minimum", row: 1, group: 0, .. }), "{e}");
 
-    let q = quantize(&random(12, 2), 3, 4, QuantFormat::Q4_1, 3).unwrap();
+    let q = quantize(&random(12, 2), 3, 4, QuantScheme::Q4_1, 3).unwrap();
     let mut y = vec![0.0; 3];
     assert!(matches!(matvec(&q, &[0.0; 5], &mut y), Err(QuantError::OperandLength { expected: 4, actual: 5, .. })));
     assert!(matches!(
@@ -507,7 +507,7 @@ fn bad_input_is_an_error() {
 
     let parts = |packed: usize, scales: usize, mins: Option<usize>| {
         QuantizedMatrix::from_parts(
-            QuantFormat::Q4_1,
+            QuantScheme::Q4_1,
             3,
             3,
             4,
@@ -521,13 +521,13 @@ fn bad_input_is_an_error() {
     assert!(matches!(parts(9, 5, Some(6)), Err(QuantError::PartLength { what: "scales", .. })));
     assert_eq!(parts(9, 6, None), Err(QuantError::MissingMinimums { rows: 3, cols: 4 }));
     let e =
-        QuantizedMatrix::from_parts(QuantFormat::Q4_0, 3, 3, 4, vec![0; 9], vec![f16::INFINITY; 6], None).unwrap_err();
+        QuantizedMatrix::from_parts(QuantScheme::Q4_0, 3, 3, 4, vec![0; 9], vec![f16::INFINITY; 6], None).unwrap_err();
     assert!(matches!(e, QuantError::PartNonFinite { what: "scales", index: 0, .. }), "{e}");
     let e =
-        QuantizedMatrix::from_parts(QuantFormat::Q4_0, 3, 3, 4, vec![0; 9], vec![f16::ONE; 6], Some(vec![f16::ONE; 6]));
+        QuantizedMatrix::from_parts(QuantScheme::Q4_0, 3, 3, 4, vec![0; 9], vec![f16::ONE; 6], Some(vec![f16::ONE; 6]));
     assert!(matches!(e, Err(QuantError::PartLength { what: "minimums", expected: 0, actual: 6, .. })), "{e:?}");
     assert_eq!(
-        QuantizedMatrix::from_parts(QuantFormat::Q4_0, 0, 1, 1, vec![], vec![], None),
+        QuantizedMatrix::from_parts(QuantScheme::Q4_0, 0, 1, 1, vec![], vec![], None),
         Err(QuantError::ZeroGroup)
     );
 }

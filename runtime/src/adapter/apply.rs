@@ -112,15 +112,9 @@ pub fn compile_spec_adapted(
         if passes.disabled.iter().any(|d| d == kiln_passes::quantize::NAME) {
             return Err(Error::Usage("the quantize pass cannot be disabled; leave out --quantize instead".into()));
         }
-        // Adapter tensors stay f32: they are what training updates.
-        let mut quantize = quantize.clone();
-        for w in &adapter_weights {
-            quantize.overrides.entry(w.name.clone()).or_insert(false);
-        }
         let name = kiln_passes::quantize::NAME;
         quantized = Some(by_hand(name, &mut graph, &mut pipeline_options, &mut report, |g| {
-            let r = kiln_passes::quantize(g, &quantize).map_err(|e| Error::Quantize(Box::new(e)))?;
-            kiln_ir::verify(g)?;
+            let r = quantize_adapted(g, &adapter_weights, quantize)?;
             let changes = r.quantized().count();
             Ok((r, changes))
         })?);
@@ -133,6 +127,22 @@ pub fn compile_spec_adapted(
         report.dump_graph = rest.dump_graph;
     }
     Ok(Compiled { graph, report, adapter_weights, quantized })
+}
+
+/// The quantize pass on a graph an adapter's rewrite may have added `adapter_weights` to: they
+/// stay f32 (training updates them), whatever the policy says.
+pub(crate) fn quantize_adapted(
+    graph: &mut Graph,
+    adapter_weights: &[AdapterWeight],
+    options: &QuantizeOptions,
+) -> Result<QuantizeReport, Error> {
+    let mut options = options.clone();
+    for w in adapter_weights {
+        options.overrides.entry(w.name.clone()).or_insert(false);
+    }
+    let report = kiln_passes::quantize(graph, &options).map_err(|e| Error::Quantize(Box::new(e)))?;
+    kiln_ir::verify(graph)?;
+    Ok(report)
 }
 
 /// Runs a pass that is not in the default pipeline (it needs arguments), timing it into

@@ -30,7 +30,7 @@ pub use search::{alpha_grid, awq_scales, calibration_error, search_scales, AwqCh
 pub use stats::ChannelStats;
 
 use crate::checkpoint::Checkpoint;
-use kiln_backend::quant::QuantFormat;
+use kiln_backend::quant::QuantScheme;
 
 /// The scale chosen for one weight.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +51,7 @@ pub struct ScaledWeight {
 pub fn search_model(
     checkpoint: &Checkpoint,
     calibration: &Calibration,
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
 ) -> Result<Vec<ScaledWeight>, AwqError> {
     calibration

@@ -2,7 +2,7 @@
 //! exponent chosen and both errors relative to the product's energy `‖X·Wᵀ‖²`, and the totals.
 
 use super::ScaledWeight;
-use kiln_backend::quant::QuantFormat;
+use kiln_backend::quant::QuantScheme;
 use std::fmt::Write;
 
 /// One weight's line of the report.
@@ -37,14 +37,14 @@ impl ReportRow {
 /// The whole comparison for one format and group size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AwqReport {
-    pub format: QuantFormat,
+    pub format: QuantScheme,
     pub group: usize,
     pub rows: Vec<ReportRow>,
 }
 
 impl AwqReport {
     /// The report of `weights`, searched for `format` with groups of `group`.
-    pub fn new(format: QuantFormat, group: usize, weights: &[ScaledWeight]) -> AwqReport {
+    pub fn new(format: QuantScheme, group: usize, weights: &[ScaledWeight]) -> AwqReport {
         let rows = weights
             .iter()
             .map(|w| ReportRow {

@@ -23,7 +23,7 @@
 use super::stats::finite;
 use super::{AwqError, ChannelStats};
 use kiln_backend::jit::{product, ProductDims};
-use kiln_backend::quant::{quantize, QuantError, QuantFormat};
+use kiln_backend::quant::{quantize, QuantError, QuantScheme};
 use rayon::prelude::*;
 
 /// Weight rows per block of the error computation: one block is one `gemm` column tile.
@@ -84,7 +84,7 @@ pub fn calibration_error(
     k: usize,
     x: &[f32],
     scale: &[f32],
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
 ) -> Result<f64, AwqError> {
     check_weight(weight, w, n, k)?;
@@ -114,7 +114,7 @@ fn block_error(
     xs: &[f32],
     m: usize,
     scale: &[f32],
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
 ) -> Result<f64, AwqError> {
     let rows = block.len() / k;
@@ -155,7 +155,7 @@ pub fn search_scales(
     n: usize,
     k: usize,
     stats: &ChannelStats,
-    format: QuantFormat,
+    format: QuantScheme,
     group: usize,
 ) -> Result<AwqChoice, AwqError> {
     check_weight(weight, w, n, k)?;

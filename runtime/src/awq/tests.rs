@@ -22,7 +22,7 @@ fn activations(seed: u64, m: usize, k: usize, outliers: &[usize], gain: f32) -> 
 }
 
 /// `‖X·Wᵀ − X·Ŵᵀ‖²` computed naively in f64, `Ŵ` the dequantized round-to-nearest weight.
-fn naive_rtn_error(w: &[f32], n: usize, k: usize, x: &[f32], format: QuantFormat, group: usize) -> f64 {
+fn naive_rtn_error(w: &[f32], n: usize, k: usize, x: &[f32], format: QuantScheme, group: usize) -> f64 {
     let q = quantize(w, n, k, format, group).unwrap().dequantize();
     let mut total = 0.0;
     for row in x.chunks_exact(k) {
@@ -40,7 +40,7 @@ fn awq_beats_round_to_nearest_when_a_few_channels_carry_large_activations() {
     let w = uniform(1, n * k);
     let x = activations(2, m, k, &[3, 77, 140, 201], 40.0);
     let stats = ChannelStats::from_rows(k, &x, 512).unwrap();
-    for format in [QuantFormat::Q4_0, QuantFormat::Q4_1] {
+    for format in [QuantScheme::Q4_0, QuantScheme::Q4_1] {
         let choice = search_scales("w", &w, n, k, &stats, format, 32).unwrap();
         eprintln!("{format}: α = {}, AWQ/RTN = {:.3}", choice.alpha, choice.error_awq / choice.error_rtn);
         assert!(choice.alpha > 0.0, "{format}: α = {}", choice.alpha);
@@ -66,11 +66,11 @@ fn alpha_zero_is_round_to_nearest_exactly() {
     assert!(ones.iter().all(|&s| s == 1.0));
     let scaled: Vec<f32> = w.chunks_exact(k).flat_map(|r| r.iter().zip(&ones).map(|(a, s)| a * s)).collect();
     assert_eq!(scaled, w, "scaling by ones leaves the weight as it was");
-    assert_eq!(quantize(&scaled, n, k, QuantFormat::Q4_0, 32), quantize(&w, n, k, QuantFormat::Q4_0, 32));
-    let choice = search_scales("w", &w, n, k, &stats, QuantFormat::Q4_0, 32).unwrap();
-    let direct = calibration_error("w", &w, n, k, &x, &ones, QuantFormat::Q4_0, 32).unwrap();
+    assert_eq!(quantize(&scaled, n, k, QuantScheme::Q4_0, 32), quantize(&w, n, k, QuantScheme::Q4_0, 32));
+    let choice = search_scales("w", &w, n, k, &stats, QuantScheme::Q4_0, 32).unwrap();
+    let direct = calibration_error("w", &w, n, k, &x, &ones, QuantScheme::Q4_0, 32).unwrap();
     assert_eq!(choice.error_rtn, direct);
-    let naive = naive_rtn_error(&w, n, k, &x, QuantFormat::Q4_0, 32);
+    let naive = naive_rtn_error(&w, n, k, &x, QuantScheme::Q4_0, 32);
     assert!((direct - naive).abs() <= 1e-4 * naive, "fast {direct} vs naive {naive}");
 }
 
@@ -82,7 +82,7 @@ fn the_choice_is_never_worse_than_round_to_nearest() {
         let w = uniform(10 + seed, n * k);
         let x = activations(20 + seed, m, k, &[], 1.0);
         let stats = ChannelStats::from_rows(k, &x, 512).unwrap();
-        let choice = search_scales("w", &w, n, k, &stats, QuantFormat::Q4_1, 16).unwrap();
+        let choice = search_scales("w", &w, n, k, &stats, QuantScheme::Q4_1, 16).unwrap();
         assert!(choice.error_awq <= choice.error_rtn);
         assert_eq!(choice.alpha == 0.0, choice.error_awq == choice.error_rtn);
         assert!(choice.scale.iter().all(|&s| s > 0.0 && s.is_finite()));
@@ -103,7 +103,7 @@ fn scales_follow_the_activations_and_are_normalized() {
 fn bad_input_is_an_error() {
     let stats = ChannelStats::from_rows(4, &[1.0; 8], 4).unwrap();
     let w = vec![0.5; 12];
-    let q = QuantFormat::Q4_0;
+    let q = QuantScheme::Q4_0;
     assert!(matches!(search_scales("w", &w, 3, 4, &stats, q, 0), Err(AwqError::Quant { .. })));
     assert!(matches!(search_scales("w", &w, 4, 4, &stats, q, 2), Err(AwqError::Length { .. })));
     assert!(matches!(search_scales("w", &w, 2, 6, &stats, q, 2), Err(AwqError::ChannelMismatch { expected: 6, .. })));

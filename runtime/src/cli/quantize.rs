@@ -6,7 +6,6 @@ use crate::checkpoint::Checkpoint;
 use crate::quantized::{decisions, write_quantized, Written};
 use crate::{train, Error, Tokenizer};
 use clap::Args;
-use kiln_backend::tensor::quant_format;
 use kiln_passes::QuantizeOptions;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,7 +97,7 @@ fn awq_scales(
     let mut calibration = awq::calibrate(checkpoint, &tokens, &CalibrationOptions::default())?;
     calibration.weights.retain(|w| w.other_uses == 0 && chosen.quantized().any(|d| d.name == w.name));
     let checkpoint = Checkpoint::open(&args.model_dir)?;
-    let format = quant_format(options.quant.scheme);
+    let format = options.quant.scheme;
     let group = options.quant.group as usize;
     let scaled = awq::search_model(&checkpoint, &calibration, format, group)?;
     let report = AwqReport::new(format, group, &scaled);

@@ -17,7 +17,6 @@ use crate::checkpoint::{Checkpoint, CheckpointError, Dtype};
 use crate::Error;
 use half::f16;
 use kiln_backend::quant::{self, QuantizedMatrix};
-use kiln_backend::tensor::quant_format;
 use kiln_ir::{DType, Graph, ParamRole};
 use kiln_ir::{Quant, QuantScheme};
 use kiln_passes::quantize::input_scale_name;
@@ -111,7 +110,7 @@ pub fn quantized_weight(
     rows: usize,
     cols: usize,
 ) -> Result<Arc<QuantizedMatrix>, Error> {
-    let format = quant_format(quant.scheme);
+    let format = quant.scheme;
     let group = quant.group as usize;
     let invalid = |e: quant::QuantError| Error::Usage(format!("weight `{name}`: {e}"));
     let packed_name = format!("{name}.qweight");
@@ -120,7 +119,7 @@ pub fn quantized_weight(
         return Ok(Arc::new(quant::quantize(&values, rows, cols, format, group).map_err(invalid)?));
     }
     let groups = cols.div_ceil(group);
-    let row_bytes = (cols / group) * group.div_ceil(2) + (cols % group).div_ceil(2);
+    let row_bytes = kiln_ir::packed_row_bytes(cols, group);
     let packed = checkpoint.tensor_bytes(&packed_name, Dtype::U8, &[rows, row_bytes])?.to_vec();
     let f16s = |suffix: &str| -> Result<Vec<f16>, CheckpointError> {
         let bytes = checkpoint.tensor_bytes(&format!("{name}.{suffix}"), Dtype::F16, &[rows, groups])?;

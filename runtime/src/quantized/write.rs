@@ -13,14 +13,13 @@
 //! replaced only with `force`. Files are written atomically.
 
 use super::METHOD;
-use crate::adapter::compile_spec_adapted;
+use crate::adapter::apply::quantize_adapted;
 use crate::checkpoint::{save_with_metadata, write_atomically, Checkpoint, TensorData};
 use crate::{resolve_spec, Error};
 use kiln_backend::quant::{self, QuantizedMatrix};
-use kiln_backend::tensor::quant_format;
 use kiln_frontend::CompileOptions;
 use kiln_passes::quantize::input_scale_name;
-use kiln_passes::{PipelineOptions, QuantizeOptions, QuantizeReport};
+use kiln_passes::{QuantizeOptions, QuantizeReport};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -72,7 +71,7 @@ pub fn write_quantized(
     let mut dense: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut scales_out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let (mut f32_bytes, mut quantized_bytes) = (0u64, 0u64);
-    let format = quant_format(options.quant.scheme);
+    let format = options.quant.scheme;
     for name in checkpoint.tensor_names() {
         let shape = checkpoint.info(name).map(|i| i.shape.clone()).unwrap_or_default();
         let values = checkpoint.tensor_f32(name, &shape)?;
@@ -140,18 +139,12 @@ pub fn write_quantized(
     Ok(Written { report, f32_bytes, quantized_bytes, source_file_bytes, file_bytes: size(weights_path)? })
 }
 
-/// What the quantize pass decides for `checkpoint`'s model under `options`.
+/// What the quantize pass decides for `checkpoint`'s model under `options` (on the graph as
+/// lowered: the decisions do not depend on the later passes).
 pub fn decisions(checkpoint: &Checkpoint, options: &QuantizeOptions) -> Result<QuantizeReport, Error> {
     let spec = resolve_spec(checkpoint.config(), None)?;
-    let compiled = compile_spec_adapted(
-        &spec,
-        checkpoint.config(),
-        &CompileOptions::default(),
-        None,
-        Some(options),
-        &PipelineOptions::default(),
-    )?;
-    Ok(compiled.quantized.unwrap_or_default())
+    let mut graph = kiln_frontend::compile(&spec, checkpoint.config(), &CompileOptions::default())?;
+    quantize_adapted(&mut graph, &[], options)
 }
 
 /// The weights files of a model directory (one file, or an index and its shards).
