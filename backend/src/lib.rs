@@ -16,8 +16,8 @@ mod interp;
 pub mod jit;
 pub mod quant;
 pub mod tensor;
-#[cfg(test)]
-mod testing;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{ExecError, Location, NodeErrorKind, ScanFrame, Scope};
 pub use inputs::check_inputs;

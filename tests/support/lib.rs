@@ -86,19 +86,7 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     diff / scale
 }
 
-/// Deterministic pseudo-random values in [-0.5, 0.5) (xorshift64 seeded from `seed`), for
-/// benches and tests that need the same data in every run.
-pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+pub use kiln_backend::testing::random_values;
 
 /// A fresh, empty scratch directory for one test (removed first if a previous run left it).
 pub fn scratch(name: &str) -> PathBuf {
