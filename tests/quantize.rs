@@ -376,3 +376,46 @@ fn bad_quantization_requests_are_refused() {
     assert!(e.contains("no tokenizer.json"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A quantized checkpoint missing a packed part, or holding one of the wrong shape, is an error
+/// naming the tensor (and both shapes) and the spec line that declared the weight.
+#[test]
+fn damaged_quantized_checkpoints_name_the_tensor() {
+    use safetensors::tensor::TensorView;
+    let dir = scratch("damaged-quantized");
+    let options = QuantizeOptions::new(Quant { scheme: QuantScheme::Q4_0, group: 32 });
+    write_quantized(&fixture("rwkv4-tied"), &dir, &options, &BTreeMap::new(), true).unwrap();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let rewrite = |drop: &str, narrow: &str| {
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut kept = Vec::new();
+        for (name, view) in file.tensors() {
+            if name == drop {
+                continue;
+            }
+            let data = if name == narrow {
+                let [rows, cols] = view.shape()[..] else { panic!("{name} is not a matrix") };
+                let half: Vec<u8> = view.data().chunks(cols).flat_map(|r| r[..cols / 2].to_vec()).collect();
+                (vec![rows, cols / 2], half)
+            } else {
+                (view.shape().to_vec(), view.data().to_vec())
+            };
+            kept.push((name, view.dtype(), data));
+        }
+        let views: Vec<(String, TensorView<'_>)> =
+            kept.iter().map(|(n, d, (s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    let load_err = || Model::load(&dir, &LoadOptions::default()).unwrap_err().to_string();
+    rewrite("rwkv.blocks.0.attention.key.weight.scales", "");
+    let e = load_err();
+    assert!(e.contains("tensor `rwkv.blocks.0.attention.key.weight.scales` not found"), "{e}");
+    assert!(e.contains("declared at models/rwkv4.toml:"), "{e}");
+    rewrite("", "rwkv.blocks.1.attention.value.weight.qweight");
+    let e = load_err();
+    let shapes = "`rwkv.blocks.1.attention.value.weight.qweight` has shape [32, 8] in model.safetensors but the spec declares [32, 16]";
+    assert!(e.contains(shapes), "{e}");
+    assert!(e.contains("declared at models/rwkv4.toml:"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -152,7 +152,7 @@ pub fn quantized_inputs(
             Some((param.name.clone(), q, rows.fixed()?, cols.fixed()?, origin))
         })
         .collect();
-    wanted
+    let read: Vec<Result<(String, Arc<QuantizedMatrix>), Error>> = wanted
         .into_par_iter()
         .map(|(name, q, rows, cols, origin)| {
             let matrix = quantized_weight(checkpoint, &name, q, rows, cols).map_err(|e| match (e, origin) {
@@ -161,7 +161,9 @@ pub fn quantized_inputs(
             })?;
             Ok((name, matrix))
         })
-        .collect()
+        .collect();
+    // The first failure in input order, whatever the threads finished first.
+    read.into_iter().collect()
 }
 
 #[cfg(test)]
