@@ -74,6 +74,15 @@ impl Interpreter {
         interpreter
     }
 
+    /// The scan nodes of the top-level graph, and how many of them run by blocks of rows.
+    pub(crate) fn scans_by_rows(&self) -> (usize, usize) {
+        let Ok(plan) = &self.plan else { return (0, 0) };
+        plan.steps.iter().fold((0, 0), |(all, rows), step| match &step.kind {
+            interp::plan::StepKind::Scan(body) => (all + 1, rows + usize::from(body.rows.is_some())),
+            _ => (all, rows),
+        })
+    }
+
     /// Whether calls run the graph's memory plan (one arena) rather than unplanned.
     pub fn is_planned(&self) -> bool {
         self.plan.as_ref().is_ok_and(|p| p.arena.is_some())

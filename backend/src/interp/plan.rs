@@ -19,6 +19,7 @@
 
 use super::matmul::Products;
 use crate::error::{ExecError, Location, NodeErrorKind, Scope};
+use crate::jit::scan::RowScan;
 use kiln_ir::plan::BufferId;
 use kiln_ir::{Count, Graph, NodeId, Op, ParamRole, Placement, Value};
 use petgraph::visit::NodeIndexable;
@@ -45,6 +46,8 @@ pub(crate) struct Plan {
     pub slots: usize,
     /// With a memory plan: every buffer's offset and size in bytes.
     pub arena: Option<Vec<(Count, Count)>>,
+    /// A scan body that is one compiled kernel: how to run the whole scan by blocks of rows.
+    pub rows: Option<RowScan>,
 }
 
 #[derive(Debug)]
@@ -101,7 +104,14 @@ impl Plan {
         for step in &mut self.steps {
             let op = &graph.node(step.node).op;
             match (&mut step.kind, op) {
-                (StepKind::Scan(body), kiln_ir::Op::Scan(scan)) => body.attach_native(&scan.body, native),
+                (StepKind::Scan(body), kiln_ir::Op::Scan(scan)) => {
+                    body.attach_native(&scan.body, native);
+                    let mut kernels = body.steps.iter().filter_map(|s| Some((s.node, s.native.as_ref()?)));
+                    body.rows = match (kernels.next(), kernels.next()) {
+                        (Some((node, code)), None) => RowScan::analyze(scan, node, code),
+                        _ => None,
+                    };
+                }
                 _ => {
                     step.native = kernel_key(op).and_then(|k| native.get(&k).cloned());
                     if matches!(op, Op::MatMul { .. } | Op::FusedMatMul { .. }) {
@@ -221,7 +231,14 @@ impl Plan {
         }
 
         let arena = memory.map(|m| m.buffers.iter().map(|b| (b.offset, b.size)).collect());
-        Ok(Plan { steps, node_bound: graph.petgraph().node_bound(), outputs, slots: graph.inputs().len(), arena })
+        Ok(Plan {
+            steps,
+            node_bound: graph.petgraph().node_bound(),
+            outputs,
+            slots: graph.inputs().len(),
+            arena,
+            rows: None,
+        })
     }
 }
 

@@ -16,6 +16,9 @@
 //! outputs are copied into their rows of the stacked results, and the body runs in the scan's
 //! scratch region, laid out once per scan for this `T` and reused by every step.
 //!
+//! A body that is one compiled kernel runs instead by blocks of rows, every step of a block on
+//! one thread ([`crate::jit::scan`]), when the call's shapes allow it.
+//!
 //! Guarantees: the body's plan is built once per scan node (by the plan of the outer graph), never
 //! per step; sequence slices and constants are passed to the body as borrowed views, not copies;
 //! any error inside the body names the scan node and the step, outermost scan first.
@@ -158,6 +161,12 @@ pub(crate) fn run_planned(
     let n_out = body_plan.outputs.len();
     if outs.len() != n_out {
         return Err(scan_err(format!("the body returns {n_out} values, the scan has {} results", outs.len())));
+    }
+    if let Some(rows) = &body_plan.rows {
+        let native = |e: crate::jit::JitError| fail(NodeErrorKind::Native { what: e.to_string() });
+        if rows.run(scan, ops, outs, steps, t).map_err(native)? {
+            return Ok(());
+        }
     }
     let buffers = body_plan.arena.as_ref().ok_or_else(|| scan_err("the body has no memory plan".into()))?;
     let layout = Layout::resolve(buffers, t).map_err(fail)?;

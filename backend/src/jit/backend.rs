@@ -2,8 +2,9 @@
 //! included) compiled to native code in one Cranelift module, the rest of the graph run by the
 //! interpreter's executor, which calls the compiled code in place of its kernel loops and the
 //! JIT's matrix products ([`super::products`]: `gemm` tiles, the matrix-vector kernel, epilogues
-//! per row tile) in place of its own. A kernel the code generator rejects runs interpreted;
-//! [`JitReport`] says which.
+//! per row tile) in place of its own; a scan whose body is one kernel runs by blocks of rows
+//! ([`super::scan`]). A kernel the code generator rejects runs interpreted; [`JitReport`] says
+//! which.
 //!
 //! Guarantee: the same results as the interpreter up to the JIT's reassociation of reductions
 //! and products and its polynomial transcendentals (1e-5 relative; bit-identical for exact
@@ -23,6 +24,9 @@ pub struct JitReport {
     /// Kernels left to the interpreter, with the reason.
     pub rejected: Vec<String>,
     pub compile_time: Duration,
+    /// Scan nodes of the graph, and how many of them run by blocks of rows ([`super::scan`]).
+    pub scans: usize,
+    pub scans_by_rows: usize,
 }
 
 /// A graph ready to run with compiled kernels.
@@ -68,6 +72,7 @@ impl Jit {
             }
         }
         let interpreter = Interpreter::with_native(graph, &native);
+        (report.scans, report.scans_by_rows) = interpreter.scans_by_rows();
         Ok(Jit { interpreter, report, _module: module })
     }
 

@@ -6,7 +6,8 @@
 //! [`math`] (inline polynomial `exp`/`log`/`log1p`/`tanh`), [`module`] (compiling a set of
 //! kernels into one code module that is freed with its last handle, and running them),
 //! [`products`] (matrix products through `gemm`, epilogues run per block of product rows) and
-//! [`matvec`] (the memory-bound one-token product, and the read-bandwidth probe).
+//! [`matvec`] (the memory-bound one-token product, and the read-bandwidth probe) and [`scan`]
+//! (scans whose body is one kernel, run by blocks of rows with every step on one thread).
 //!
 //! Guarantees: compiled kernels agree with the interpreter to rounding (see [`module`]); a kernel
 //! the JIT cannot compile is reported as [`JitError::Unsupported`] so the caller can keep the
@@ -21,6 +22,7 @@ mod math;
 mod matvec;
 mod module;
 pub(crate) mod products;
+pub(crate) mod scan;
 
 pub use abi::{col_strides, ColStride};
 pub use backend::{Jit, JitReport};

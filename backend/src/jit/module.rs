@@ -305,6 +305,37 @@ impl CompiledKernel {
         &self.strides
     }
 
+    /// Whether the code reads each operand's row base element on its own (a row-level or
+    /// broadcast read).
+    pub(crate) fn scalar_reads(&self) -> &[bool] {
+        &self.scalar_read
+    }
+
+    /// Calls the code on `count` rows of `cols` columns, with `bases` holding `count` rows of
+    /// per-operand offsets and one pointer per operand and per output.
+    ///
+    /// # Safety
+    /// `bases` must hold `count · operands` offsets, `inputs` one pointer per operand and
+    /// `outputs` one per output; for every row, the elements the code reads (the row's base, or
+    /// `cols` consecutive elements from it for a contiguous operand) must be readable, and
+    /// output `j`'s `count` rows (`cols` or 1 elements each) writable and read by no other
+    /// thread meanwhile. An operand may be an output's own storage only if it is read exactly
+    /// where and before that output is written (see `jit::scan`).
+    pub(crate) unsafe fn call_raw(
+        &self,
+        count: usize,
+        cols: usize,
+        bases: &[i64],
+        inputs: &[*const f32],
+        outputs: &[*mut f32],
+    ) {
+        debug_assert_eq!(bases.len(), count * self.strides.len());
+        debug_assert_eq!(inputs.len(), self.strides.len());
+        debug_assert_eq!(outputs.len(), self.kernel.outputs.len());
+        // SAFETY: the caller's contract above, and the code is alive (this handle holds it).
+        unsafe { (self.entry)(count as i64, cols as i64, bases.as_ptr(), inputs.as_ptr(), outputs.as_ptr()) }
+    }
+
     /// Runs the kernel on `operands` (the fused node's operands, in order) for a call of `t`
     /// tokens, like the interpreter: one tensor per kernel output, `[shape..]` for a vector-level
     /// output and `[rows.., 1]` for a row-level one.
