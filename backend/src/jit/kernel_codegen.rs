@@ -2,9 +2,12 @@
 //! ABI of [`super::abi`].
 //!
 //! Shape of the generated code: a loop over rows; per row, the operands' row pointers, then one
-//! column loop per reduction (in body order) that recomputes what the reduction's operand depends
-//! on from the inputs and accumulates it, then a final column loop computing and storing the
-//! vector outputs. No vector temporary is ever stored. Values that are the same for every column
+//! column loop per reduction that a vector output or another reduction needs (in body order),
+//! which recomputes what the reduction's operand depends on from the inputs and accumulates it,
+//! then a last column loop computing and storing the vector outputs and accumulating every other
+//! reduction (so a reduction only the row outputs need costs no extra pass). No vector temporary
+//! is ever stored; a row's vector outputs are stored only in its last loop, each column after
+//! that column's reads. Values that are the same for every column
 //! of a row ("uniform": row-level values, constants, inputs broadcast along the row and anything
 //! computed from those alone) are computed once per row in scalar code between the loops, and
 //! splat once before the loop that uses them.
@@ -248,11 +251,12 @@ impl Gen<'_, '_> {
         Ok(())
     }
 
-    /// One row: the reductions' loops, the vector outputs' loop, the row outputs.
+    /// One row: the loops of the reductions something else in the row needs first, then one
+    /// loop storing the vector outputs and accumulating every other reduction, then the row
+    /// outputs.
     fn row(&mut self) -> Result<(), JitError> {
-        let reduces: Vec<(usize, ReduceOp, u16)> = self
-            .kernel
-            .body
+        let body = &self.kernel.body;
+        let reduces: Vec<(usize, ReduceOp, u16)> = body
             .iter()
             .enumerate()
             .filter_map(|(i, instr)| match *instr {
@@ -260,10 +264,6 @@ impl Gen<'_, '_> {
                 _ => None,
             })
             .collect();
-        for (i, op, a) in reduces {
-            let v = self.column_loop(&[a], Sink::Reduce(op))?;
-            self.scalar[i] = v;
-        }
         let vector_outputs: Vec<(usize, u16)> = self
             .kernel
             .outputs
@@ -272,10 +272,34 @@ impl Gen<'_, '_> {
             .filter(|(_, o)| o.level == Level::Vector)
             .map(|(j, o)| (j, o.instr))
             .collect();
-        if !vector_outputs.is_empty() {
-            let roots: Vec<u16> = vector_outputs.iter().map(|&(_, i)| i).collect();
-            let slots: Vec<usize> = vector_outputs.iter().map(|&(j, _)| j).collect();
-            self.column_loop(&roots, Sink::Store(slots))?;
+        // A reduction that a vector output or another reduction depends on needs a loop of its
+        // own before the last one.
+        let mut first = vec![false; body.len()];
+        let mut seen = vec![false; body.len()];
+        let mut stack: Vec<usize> = vector_outputs.iter().map(|&(_, i)| usize::from(i)).collect();
+        stack.extend(reduces.iter().map(|&(_, _, a)| usize::from(a)));
+        while let Some(j) = stack.pop() {
+            if !std::mem::replace(&mut seen[j], true) {
+                first[j] = matches!(body[j], Instr::Reduce(..));
+                stack.extend(operands(&body[j]).map(usize::from));
+            }
+        }
+        for &(i, op, a) in reduces.iter().filter(|&&(i, ..)| first[i]) {
+            let totals = self.column_loop(&[a], &Sinks { stores: Vec::new(), reduces: vec![op] })?;
+            self.scalar[i] = totals.first().copied();
+        }
+        let last: Vec<(usize, ReduceOp, u16)> = reduces.into_iter().filter(|&(i, ..)| !first[i]).collect();
+        if !vector_outputs.is_empty() || !last.is_empty() {
+            let roots: Vec<u16> =
+                vector_outputs.iter().map(|&(_, i)| i).chain(last.iter().map(|&(_, _, a)| a)).collect();
+            let sinks = Sinks {
+                stores: vector_outputs.iter().map(|&(j, _)| j).collect(),
+                reduces: last.iter().map(|&(_, op, _)| op).collect(),
+            };
+            let totals = self.column_loop(&roots, &sinks)?;
+            for (&(i, ..), total) in last.iter().zip(totals) {
+                self.scalar[i] = Some(total);
+            }
         }
         for (j, o) in self.kernel.outputs.iter().enumerate() {
             if o.level == Level::Row {
@@ -336,8 +360,8 @@ impl Gen<'_, '_> {
     }
 
     /// Emits a column loop over the current row computing `roots` for every column and feeding
-    /// them to `sink`. Returns the reduction's result for [`Sink::Reduce`].
-    fn column_loop(&mut self, roots: &[u16], sink: Sink) -> Result<Option<Value>, JitError> {
+    /// them to `sinks`. Returns the reductions' results.
+    fn column_loop(&mut self, roots: &[u16], sinks: &Sinks) -> Result<Vec<Value>, JitError> {
         // What the loop computes per element, and the uniform values it reads.
         let n = self.kernel.body.len();
         let mut per_element = vec![false; n];
@@ -378,24 +402,22 @@ impl Gen<'_, '_> {
         let c = b.declare_var(I64);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(c, zero);
-        let accs = match sink {
-            Sink::Reduce(op) => {
-                let ident = match op {
-                    // -0.0 is the exact identity of addition (x + -0.0 == x for every x).
-                    ReduceOp::Sum => -0.0,
-                    ReduceOp::Max => f32::NEG_INFINITY,
-                };
-                let vi = self.e.f(Width::Vector, ident);
-                let si = self.e.f(Width::Scalar, ident);
-                let b = &mut self.e.b;
-                let vars: Vec<Variable> = (0..if cheap { 2 } else { 1 }).map(|_| b.declare_var(types::F32X4)).collect();
-                vars.iter().for_each(|&v| b.def_var(v, vi));
-                let s = b.declare_var(types::F32);
-                b.def_var(s, si);
-                Some((op, vars, s))
-            }
-            Sink::Store(_) => None,
-        };
+        let mut accs: Vec<Accumulator> = Vec::with_capacity(sinks.reduces.len());
+        for &op in &sinks.reduces {
+            let ident = match op {
+                // -0.0 is the exact identity of addition (x + -0.0 == x for every x).
+                ReduceOp::Sum => -0.0,
+                ReduceOp::Max => f32::NEG_INFINITY,
+            };
+            let vi = self.e.f(Width::Vector, ident);
+            let si = self.e.f(Width::Scalar, ident);
+            let b = &mut self.e.b;
+            let vars: Vec<Variable> = (0..if cheap { 2 } else { 1 }).map(|_| b.declare_var(types::F32X4)).collect();
+            vars.iter().for_each(|&v| b.def_var(v, vi));
+            let s = b.declare_var(types::F32);
+            b.def_var(s, si);
+            accs.push((op, vars, s));
+        }
 
         let b = &mut self.e.b;
         let head_u = b.create_block();
@@ -418,7 +440,7 @@ impl Gen<'_, '_> {
             b.switch_to_block(body_u);
             for (part, lane) in [(0, 0), (1, 4)] {
                 let vals = self.step(&body, roots, Width::Vector, cv, lane)?;
-                self.sink(&sink, accs.as_ref(), part, &vals, Width::Vector, cv, lane)?;
+                self.sink(sinks, &accs, part, &vals, Width::Vector, cv, lane)?;
             }
             let b = &mut self.e.b;
             b.def_var(c, next);
@@ -433,7 +455,7 @@ impl Gen<'_, '_> {
         b.ins().brif(ok, body_v, NO_ARGS, head_s, NO_ARGS);
         b.switch_to_block(body_v);
         let vals = self.step(&body, roots, Width::Vector, cv, 0)?;
-        self.sink(&sink, accs.as_ref(), 0, &vals, Width::Vector, cv, 0)?;
+        self.sink(sinks, &accs, 0, &vals, Width::Vector, cv, 0)?;
         let b = &mut self.e.b;
         b.def_var(c, next);
         b.ins().jump(if cheap { head_s } else { head_v }, NO_ARGS);
@@ -444,36 +466,40 @@ impl Gen<'_, '_> {
         b.ins().brif(ok, body_s, NO_ARGS, done, NO_ARGS);
         b.switch_to_block(body_s);
         let vals = self.step(&body, roots, Width::Scalar, cv, 0)?;
-        self.sink(&sink, accs.as_ref(), 0, &vals, Width::Scalar, cv, 0)?;
+        self.sink(sinks, &accs, 0, &vals, Width::Scalar, cv, 0)?;
         let b = &mut self.e.b;
         let next = b.ins().iadd_imm_s(cv, 1);
         b.def_var(c, next);
         b.ins().jump(head_s, NO_ARGS);
 
         b.switch_to_block(done);
-        let Some((op, vars, s)) = accs else { return Ok(None) };
-        let combine = |b: &mut FunctionBuilder<'_>, x: Value, y: Value| match op {
-            ReduceOp::Sum => b.ins().fadd(x, y),
-            ReduceOp::Max => b.ins().fmax(x, y),
-        };
-        let mut acc = b.use_var(vars[0]);
-        for &v in &vars[1..] {
-            let y = b.use_var(v);
-            acc = combine(b, acc, y);
+        let mut totals = Vec::with_capacity(accs.len());
+        for (op, vars, s) in accs {
+            let b = &mut self.e.b;
+            let combine = |b: &mut FunctionBuilder<'_>, x: Value, y: Value| match op {
+                ReduceOp::Sum => b.ins().fadd(x, y),
+                ReduceOp::Max => b.ins().fmax(x, y),
+            };
+            let mut acc = b.use_var(vars[0]);
+            for &v in &vars[1..] {
+                let y = b.use_var(v);
+                acc = combine(b, acc, y);
+            }
+            let lanes: Vec<Value> = (0..4u8).map(|l| b.ins().extractlane(acc, l)).collect();
+            let lo = combine(b, lanes[0], lanes[1]);
+            let hi = combine(b, lanes[2], lanes[3]);
+            let total = combine(b, lo, hi);
+            let tail = b.use_var(s);
+            let mut total = combine(b, total, tail);
+            if op == ReduceOp::Sum {
+                // The interpreter's empty sum is +0.0.
+                let empty = b.ins().icmp_imm_s(IntCC::Equal, cols, 0);
+                let pos_zero = self.e.f(Width::Scalar, 0.0);
+                total = self.e.b.ins().select(empty, pos_zero, total);
+            }
+            totals.push(total);
         }
-        let lanes: Vec<Value> = (0..4u8).map(|l| b.ins().extractlane(acc, l)).collect();
-        let lo = combine(b, lanes[0], lanes[1]);
-        let hi = combine(b, lanes[2], lanes[3]);
-        let total = combine(b, lo, hi);
-        let tail = b.use_var(s);
-        let mut total = combine(b, total, tail);
-        if op == ReduceOp::Sum {
-            // The interpreter's empty sum is +0.0.
-            let empty = b.ins().icmp_imm_s(IntCC::Equal, cols, 0);
-            let pos_zero = self.e.f(Width::Scalar, 0.0);
-            total = self.e.b.ins().select(empty, pos_zero, total);
-        }
-        Ok(Some(total))
+        Ok(totals)
     }
 
     /// Computes `roots` at columns `col + lane ..` (width `w`) from the inputs.
@@ -515,52 +541,56 @@ impl Gen<'_, '_> {
             .collect()
     }
 
-    /// Feeds one step's values to the sink: accumulate (`part` picks the accumulator) or store.
+    /// Feeds one step's values to the sinks: the first ones are stored, the rest accumulated
+    /// (`part` picks the vector accumulator).
     #[allow(clippy::too_many_arguments)]
     fn sink(
         &mut self,
-        sink: &Sink,
-        accs: Option<&(ReduceOp, Vec<Variable>, Variable)>,
+        sinks: &Sinks,
+        accs: &[Accumulator],
         part: usize,
         vals: &[Value],
         w: Width,
         col: Value,
         lane: i32,
     ) -> Result<(), JitError> {
-        let b = &mut self.e.b;
-        match (sink, accs) {
-            (Sink::Reduce(_), Some((op, vars, s))) => {
-                let var = match w {
-                    Width::Vector => *vars.get(part).ok_or_else(|| internal("accumulator"))?,
-                    Width::Scalar => *s,
-                };
-                let v = *vals.first().ok_or_else(|| internal("reduction operand"))?;
-                let acc = b.use_var(var);
-                let acc = match op {
-                    ReduceOp::Sum => b.ins().fadd(acc, v),
-                    ReduceOp::Max => self.e.max(w, acc, v),
-                };
-                self.e.b.def_var(var, acc);
+        let (stored, reduced) = vals.split_at_checked(sinks.stores.len()).ok_or_else(|| internal("sink values"))?;
+        if !sinks.stores.is_empty() {
+            let b = &mut self.e.b;
+            let byte_off = b.ins().ishl_imm_u(col, 2);
+            for (&j, &v) in sinks.stores.iter().zip(stored) {
+                let p = b.ins().iadd(self.out_ptr[j], byte_off);
+                b.ins().store(mem(), v, p, lane * 4);
             }
-            (Sink::Store(slots), _) => {
-                let byte_off = b.ins().ishl_imm_u(col, 2);
-                for (&j, &v) in slots.iter().zip(vals) {
-                    let p = b.ins().iadd(self.out_ptr[j], byte_off);
-                    b.ins().store(mem(), v, p, lane * 4);
-                }
-            }
-            _ => return Err(internal("reduction without accumulators")),
+        }
+        if reduced.len() != accs.len() {
+            return Err(internal("reductions without accumulators"));
+        }
+        for ((op, vars, s), &v) in accs.iter().zip(reduced) {
+            let var = match w {
+                Width::Vector => *vars.get(part).ok_or_else(|| internal("accumulator"))?,
+                Width::Scalar => *s,
+            };
+            let acc = self.e.b.use_var(var);
+            let acc = match op {
+                ReduceOp::Sum => self.e.b.ins().fadd(acc, v),
+                ReduceOp::Max => self.e.max(w, acc, v),
+            };
+            self.e.b.def_var(var, acc);
         }
         Ok(())
     }
 }
 
-/// Where a column loop's values go.
-enum Sink {
-    Reduce(ReduceOp),
-    /// Output slots, one per root.
-    Store(Vec<usize>),
+/// What a column loop does with its roots: stores the first `stores.len()` into those output
+/// slots and accumulates the rest, one reduction each.
+struct Sinks {
+    stores: Vec<usize>,
+    reduces: Vec<ReduceOp>,
 }
+
+/// A reduction's accumulators: its operation, one `f32x4` per unrolled step, the scalar tail's.
+type Accumulator = (ReduceOp, Vec<Variable>, Variable);
 
 /// Lowers one elementwise instruction at width `w`; `flag_cond` says a select's condition is a
 /// scalar flag even at vector width (a uniform condition).
