@@ -171,21 +171,29 @@ impl RowBases {
         let total = call.rows.checked_mul(operands).ok_or_else(|| JitError::TooLarge { shape: call.shape.to_vec() })?;
         let mut offsets = Vec::with_capacity(total);
         let row_shape = &call.shape[..rank - 1];
-        let mut index: Dims = smallvec::smallvec![0; row_shape.len()];
+        // Rows along the innermost row axis in a tight loop, an odometer over the outer ones.
+        let (inner, outer) = match row_shape.split_last() {
+            Some((&inner, outer)) => (inner, outer),
+            None => (1, &[][..]),
+        };
+        let inner_strides: Vec<usize> =
+            row_strides.iter().map(|s| if row_shape.is_empty() { 0 } else { s[rank - 2] }).collect();
+        let mut index: Dims = smallvec::smallvec![0; outer.len()];
         let mut current: Vec<usize> = vec![0; operands];
-        for _ in 0..call.rows {
-            offsets.extend(current.iter().map(|&o| o as i64));
-            // Advance the odometer over the row axes, keeping every operand's offset in step.
-            for axis in (0..row_shape.len()).rev() {
+        for _ in 0..call.rows.checked_div(inner).unwrap_or(0) {
+            for i in 0..inner {
+                offsets.extend(current.iter().zip(&inner_strides).map(|(&o, &s)| (o + i * s) as i64));
+            }
+            for axis in (0..outer.len()).rev() {
                 index[axis] += 1;
                 for (c, s) in current.iter_mut().zip(&row_strides) {
                     *c += s[axis];
                 }
-                if index[axis] < row_shape[axis] {
+                if index[axis] < outer[axis] {
                     break;
                 }
                 for (c, s) in current.iter_mut().zip(&row_strides) {
-                    *c -= s[axis] * row_shape[axis];
+                    *c -= s[axis] * outer[axis];
                 }
                 index[axis] = 0;
             }
