@@ -13,7 +13,8 @@
 //! splat once before the loop that uses them.
 //!
 //! A column loop runs `f32x4` steps (unrolled ×2, with two accumulators for a reduction, when the
-//! body is cheap), then a scalar tail. Reductions combine their lanes at the end, so a sum is
+//! body is cheap), then a scalar tail; a row of a fixed length of at most 32 columns (Mamba's
+//! state of 16, a convolution's 4 taps) gets the same steps as straight-line code instead. Reductions combine their lanes at the end, so a sum is
 //! summed in a different order than the interpreter's left-to-right fold (agreement to rounding,
 //! not bit for bit); every elementwise operation is the same IEEE operation as the interpreter's
 //! and agrees bit for bit, except the transcendentals (a few ulp, see [`super::math`]).
@@ -29,12 +30,19 @@ use cranelift_codegen::ir::{types, AbiParam, BlockArg, Function, InstBuilder, Va
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use kiln_ir::kernel::InstrType;
-use kiln_ir::{BinaryOp, CompareOp, DType, Instr, Kernel, Level, ReduceOp, UnaryOp};
+use kiln_ir::{BinaryOp, CompareOp, DType, Dim, Instr, Kernel, Level, ReduceOp, UnaryOp};
 
 const I64: cranelift_codegen::ir::Type = types::I64;
 const NO_ARGS: &[BlockArg] = &[];
 /// Loop bodies with at most this many instructions and no transcendental are unrolled ×2.
 const UNROLL_MAX_OPS: usize = 32;
+/// Rows of a fixed length up to this many columns are unrolled completely.
+const UNROLL_MAX_COLS: usize = 32;
+
+/// Whether rows of `cols` columns get straight-line code instead of a loop.
+fn unrolled(cols: Dim) -> bool {
+    matches!(cols, Dim::Fixed(n) if (1..=UNROLL_MAX_COLS).contains(&n))
+}
 
 /// What code generation needs to know about a kernel's instructions.
 #[derive(Debug)]
@@ -419,6 +427,24 @@ impl Gen<'_, '_> {
             accs.push((op, vars, s));
         }
 
+        if let Some(Dim::Fixed(n)) = self.kernel.shape.dims().last().copied().filter(|d| unrolled(*d)) {
+            // A short row of known length: straight-line code, in the loop's order of
+            // accumulation (so the same sums as the loop would compute).
+            let zero = self.e.b.ins().iconst(I64, 0);
+            let parts = if cheap { 2 } else { 1 };
+            for k in 0..n / 4 {
+                let lane = i32::try_from(4 * k).map_err(|_| internal("column offset"))?;
+                let vals = self.step(&body, roots, Width::Vector, zero, lane)?;
+                self.sink(sinks, &accs, k % parts, &vals, Width::Vector, zero, lane)?;
+            }
+            for col in n / 4 * 4..n {
+                let lane = i32::try_from(col).map_err(|_| internal("column offset"))?;
+                let vals = self.step(&body, roots, Width::Scalar, zero, lane)?;
+                self.sink(sinks, &accs, 0, &vals, Width::Scalar, zero, lane)?;
+            }
+            return self.totals(accs, cols);
+        }
+
         let b = &mut self.e.b;
         let head_u = b.create_block();
         let body_u = b.create_block();
@@ -473,6 +499,11 @@ impl Gen<'_, '_> {
         b.ins().jump(head_s, NO_ARGS);
 
         b.switch_to_block(done);
+        self.totals(accs, cols)
+    }
+
+    /// The reductions' results from their accumulators, at the end of a column loop.
+    fn totals(&mut self, accs: Vec<Accumulator>, cols: Value) -> Result<Vec<Value>, JitError> {
         let mut totals = Vec::with_capacity(accs.len());
         for (op, vars, s) in accs {
             let b = &mut self.e.b;
