@@ -6,7 +6,8 @@
 //!   memory-bound matrix-vector kernel ([`super::matvec`]), split over blocks of weight rows.
 //! - Everything else: the `gemm` crate (its AVX-512/AVX2 micro-kernels, picked at run time),
 //!   chosen over `matrixmultiply` by `benches/gemm.rs`. The output is cut into fixed tiles of
-//!   [`ROW_TILE`] rows by [`COL_TILE`] columns; rayon spreads the tiles over the threads and each
+//!   [`ROW_TILE`] rows by at most [`COL_TILE`] columns, in an even number of equal column tiles
+//!   ([`col_tile`]); rayon spreads the tiles over the threads and each
 //!   tile is one single-threaded `gemm` call. `gemm` repacks the weight on every call (a
 //!   transposing copy, a fifth of the product's time at 512 rows), so row tiles are tall (64-row
 //!   tiles lost a third of the throughput in `benches/gemm.rs`), and the parallelism comes from
@@ -35,7 +36,7 @@ use rayon::prelude::*;
 pub(crate) const MATVEC_ROWS: usize = 8;
 /// Rows per tile: a 512-token call is one row tile, so `gemm` packs each weight once per call.
 pub(crate) const ROW_TILE: usize = 512;
-/// Columns per tile (a multiple of every `gemm` register tile).
+/// Columns per tile at most (a multiple of every `gemm` register tile); see [`col_tile`].
 pub(crate) const COL_TILE: usize = 512;
 /// Rows per parallel block of an epilogue.
 pub(crate) const EPILOGUE_ROWS: usize = 16;
@@ -137,13 +138,21 @@ fn row_blocks<'a>(
 /// rows' base pointer rather than overlapping slices.
 fn row_tile(d: ProductDims, lhs: &[f32], rhs: &[f32], row0: usize, out: &mut [f32]) {
     let dst = Dst { ptr: out.as_mut_ptr(), len: out.len() };
-    let col_tiles = d.n.div_ceil(COL_TILE);
-    (0..col_tiles).into_par_iter().for_each(|c| {
-        let col0 = c * COL_TILE;
+    let width = col_tile(d.n);
+    (0..d.n.div_ceil(width)).into_par_iter().for_each(|c| {
+        let col0 = c * width;
         // SAFETY: `dst` is `out`, borrowed mutably for this whole loop and touched by nothing
-        // else; the tiles write disjoint columns `col0 .. col0 + COL_TILE` of its rows.
-        unsafe { tile(d, lhs, rhs, row0, col0, COL_TILE.min(d.n - col0), dst) };
+        // else; the tiles write disjoint columns `col0 .. col0 + width` of its rows.
+        unsafe { tile(d, lhs, rhs, row0, col0, width.min(d.n - col0), dst) };
     });
+}
+
+/// The width of the column tiles of an `n`-column product: at most [`COL_TILE`], an even
+/// number of tiles of equal width (a multiple of 16) wherever `n` allows, so that two threads
+/// get equal work: 768 columns are two tiles of 384, not 512 and 256. Depends on `n` only.
+fn col_tile(n: usize) -> usize {
+    let tiles = n.div_ceil(COL_TILE).max(2).next_multiple_of(2);
+    n.div_ceil(tiles).next_multiple_of(16).clamp(16, COL_TILE)
 }
 
 /// The destination of a tile: `len` elements of `[rows, n]` output from `ptr` (a block of rows).
