@@ -10,7 +10,8 @@ For each MODEL_DIR (e.g. written by `kiln init SPEC --config benches/configs/X.j
    - decode: from that call's state, `--warmup` untimed then `--decode` timed one-token calls,
      carrying RWKV's `state=` or Mamba/Mamba2's `cache_params=`; median of `--reps`;
 2. `kiln bench DIR --json --backend B` with the same token ids, counts and thread count, for each
-   backend B of `--backend` (comma-separated, e.g. `interp,jit`);
+   backend B of `--backend` (comma-separated, e.g. `interp,jit`), with decode as a share of the
+   decode floor that run measured (weight bytes per token over the read bandwidth);
 3. a check that both compute the same thing: `kiln forward` and transformers on 16 tokens,
    max |Δ| / max |logit|, per backend.
 
@@ -173,19 +174,32 @@ def main() -> None:
     )
     header = (
         f"{'model':<14} {'backend':>7} {'params':>7} | {'prefill tok/s':>24} | {'decode tok/s':>24} | "
-        f"{'compile':>8} | {'peak RSS MiB':>13} | {'logits':>8}"
+        f"{'decode':>6} | {'compile':>8} | {'peak RSS MiB':>13} | {'logits':>8}"
     )
     print(header)
     print(f"{'':<14} {'':>7} {'':>7} | {'kiln':>7} {'torch':>7} {'ratio':>8} | {'kiln':>7} {'torch':>7} {'ratio':>8} | "
-          f"{'kiln ms':>8} | {'kiln':>6} {'torch':>6} | {'rel err':>8}")  # fmt: skip
+          f"{'/floor':>6} | {'kiln ms':>8} | {'kiln':>6} {'torch':>6} | {'rel err':>8}")  # fmt: skip
     for model_dir, k, t, err in rows:
         kp, tp = k["prefill_tokens_per_s"], t["prefill_tokens_per_s"]
         kd, td = k["decode_tokens_per_s"], t["decode_tokens_per_s"]
         print(
             f"{model_dir.name:<14} {k['backend']:>7} {k['parameters'] / 1e6:>6.1f}M | {kp:>7.1f} {tp:>7.1f} {kp / tp:>7.3f}x | "
-            f"{kd:>7.2f} {td:>7.2f} {kd / td:>7.3f}x | {k['compile_s'] * 1e3:>8.1f} | "
+            f"{kd:>7.2f} {td:>7.2f} {kd / td:>7.3f}x | {kd / k['decode_floor_tokens_per_s']:>6.0%} | "
+            f"{k['compile_s'] * 1e3:>8.1f} | "
             f"{mib(k['peak_rss_bytes']):>6} {mib(t['peak_rss_bytes']):>6} | {err:>8.1e}"
         )
+    # Backends against each other, per model, from the same run.
+    by_model: dict[Path, dict[str, dict]] = {}
+    for model_dir, k, _, _ in rows:
+        by_model.setdefault(model_dir, {})[k["backend"]] = k
+    for model_dir, runs in by_model.items():
+        if "interp" in runs and "jit" in runs:
+            j, i = runs["jit"], runs["interp"]
+            print(
+                f"{model_dir.name}: jit / interp: prefill "
+                f"{j['prefill_tokens_per_s'] / i['prefill_tokens_per_s']:.2f}x, decode "
+                f"{j['decode_tokens_per_s'] / i['decode_tokens_per_s']:.2f}x"
+            )
     if args.json:
         print(json.dumps([{"model_dir": str(d), "kiln": k, "torch": t, "logits_rel_err": e} for d, k, t, e in rows]))
 
