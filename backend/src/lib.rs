@@ -15,6 +15,7 @@ mod inputs;
 mod interp;
 pub mod jit;
 pub mod quant;
+mod team;
 pub mod tensor;
 #[doc(hidden)]
 pub mod testing;

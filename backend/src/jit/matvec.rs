@@ -3,7 +3,8 @@
 //! is bound by memory bandwidth; plus [`read_bandwidth`], the streaming read rate it is measured
 //! against.
 //!
-//! The weight rows are split into fixed blocks of [`BLOCK_ROWS`] rows that rayon spreads over the
+//! The weight rows are split into fixed blocks of [`BLOCK_ROWS`] rows that the decode team
+//! ([`crate::team`]: threads that spin between products instead of sleeping) spreads over the
 //! threads. Each block walks its rows in order (one sequential stream per thread), with several
 //! vector accumulators per row, in AVX-512 or AVX2+FMA when the CPU has them (detected at run
 //! time), else the interpreter's portable dot product.
@@ -14,6 +15,7 @@
 
 use crate::disjoint::Disjoint;
 use crate::interp::matmul::dot;
+use crate::team;
 use rayon::prelude::*;
 
 /// Weight rows per parallel task: 64 rows of a 768-wide weight are 192 KiB, enough to amortize
@@ -38,18 +40,16 @@ pub fn matvec(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> bool {
         return out.is_empty() && rows * k == x.len() && n * k == w.len();
     }
     let kernel = Isa::detect();
-    if rows == 1 {
-        out.par_chunks_mut(BLOCK_ROWS).zip(w.par_chunks(BLOCK_ROWS * k)).for_each(|(o, w)| kernel.rows(x, w, o));
-        return true;
-    }
     let dst = Disjoint(out.as_mut_ptr());
-    w.par_chunks(BLOCK_ROWS * k).enumerate().for_each(|(b, w)| {
+    team::for_each(n.div_ceil(BLOCK_ROWS), &|b| {
         let j0 = b * BLOCK_ROWS;
+        let count = BLOCK_ROWS.min(n - j0);
+        let w = &w[j0 * k..(j0 + count) * k];
         for (i, xi) in x.chunks_exact(k).enumerate() {
             // SAFETY: `out` holds `rows × n` elements and is borrowed mutably for this loop;
-            // this task alone writes elements `i·n + j0 .. i·n + j0 + w.len() / k` of it (its
-            // block of columns in each row), which lie inside row `i`.
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + j0), w.len() / k) };
+            // this task alone writes elements `i·n + j0 .. i·n + j0 + count` of it (its block of
+            // columns in each row), which lie inside row `i`.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.at(i * n + j0), count) };
             kernel.rows(xi, w, o);
         }
     });

@@ -1,8 +1,9 @@
 //! Scans run by blocks of rows: when a scan body is a single compiled kernel whose operands are
 //! the body's arguments seen through views (reshapes and broadcasts), every row of that kernel is
 //! its own recurrence, so the scan is run the way selective-scan kernels are written: the rows
-//! are split into one block per thread, and each thread runs *every* step for its block, with
-//! the carries updated in place in the scan's results.
+//! are split into one block per thread (run by the [`crate::team`], which a decode step's
+//! one-step scans reach without waking a sleeping thread), and each thread runs *every* step for
+//! its block, with the carries updated in place in the scan's results.
 //!
 //! Compared with running the body step by step (see [`crate::interp::scan`]), this removes per
 //! step: a rayon fork-join, the copy of the new carries back into the old ones, the
@@ -27,9 +28,9 @@
 
 use super::abi::{resolve, CallShape, ColStride, RowBases};
 use super::{CompiledKernel, JitError};
+use crate::team;
 use crate::tensor::{numel, Dims, OutSlice, Tensor};
 use kiln_ir::{Graph, Instr, Level, NodeId, Op, ParamRole, Scan, Shape, Value};
-use rayon::prelude::*;
 use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -255,12 +256,7 @@ impl RowScan {
         let parallel = rows > 1 && rows.saturating_mul(cols) >= PAR_MIN_ELEMENTS;
         let blocks = if parallel { rayon::current_num_threads().clamp(1, rows) } else { 1 };
         let per = rows.div_ceil(blocks);
-        let starts: Vec<usize> = (0..rows).step_by(per).collect();
-        if starts.len() > 1 {
-            starts.into_par_iter().for_each(|start| run.block(start, per.min(rows - start)));
-        } else {
-            run.block(0, rows);
-        }
+        team::for_each(rows.div_ceil(per), &|b| run.block(b * per, per.min(rows - b * per)));
         Ok(true)
     }
 }
