@@ -10,7 +10,8 @@
 //! `gemm` micro-kernels, or its matrix-vector kernel for up to 8 rows), whose tiling depends only
 //! on the shapes.
 //!
-//! Both split the weight rows into fixed blocks that rayon spreads over the threads, each output
+//! Both split the weight rows into fixed blocks spread over the threads (the exact AVX-512
+//! matrix-vector kernel on the decode team of [`crate::team`], the rest by rayon), each output
 //! element being computed by exactly one task in an order fixed by the shapes.
 //!
 //! Guarantees: results do not depend on the number of threads (bit for bit); they agree with
@@ -23,6 +24,7 @@ use super::simd::{DecodeBlock, Isa};
 use super::{QuantError, QuantizedMatrix};
 use crate::disjoint::Disjoint;
 use crate::jit::{product, ProductDims};
+use crate::team;
 use rayon::prelude::*;
 
 /// Weight rows per decode task: 64 rows of a 768-wide q4_0 weight are 27 KiB including the
@@ -63,10 +65,16 @@ pub(super) fn matvec_on(isa: Isa, q: &QuantizedMatrix, x: &[f32], y: &mut [f32])
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         if let Some(plan) = ExactPlan::new(q, x) {
-            y.par_chunks_mut(BLOCK_ROWS).enumerate().for_each(|(b, out)| {
+            // On the decode team (see `crate::team`): this is the one-token product.
+            let dst = Disjoint(y.as_mut_ptr());
+            team::for_each(n.div_ceil(BLOCK_ROWS), &|b| {
+                let r0 = b * BLOCK_ROWS;
+                // SAFETY: `y` holds `n` elements and is borrowed mutably for this loop; this
+                // block alone writes its rows `r0 .. r0 + count`, which lie inside it.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(r0), BLOCK_ROWS.min(n - r0)) };
                 // SAFETY: `Isa::Avx512` is only detected with AVX-512F, BW and VL; the block's
-                // rows `b·BLOCK_ROWS ..` lie inside `q` as `y.len() == q.rows()`.
-                unsafe { plan.block(q, b * BLOCK_ROWS, out) }
+                // rows lie inside `q` as `y.len() == q.rows()`.
+                unsafe { plan.block(q, r0, out) }
             });
             return Ok(());
         }
