@@ -31,6 +31,7 @@ perf report -i "$data" --stdio --no-children --sort dso,sym -F overhead,dso,sym 
       else if (line ~ /\[JIT\]/) k = "compiled kernels"
       else if (line ~ /interp::(kernel|elementwise|reduce)/) k = "interpreted kernels"
       else if (line ~ /memmove|memcpy|memset|strided_copy|write_at|shape_ops/) k = "data movement (copies, slices, concat)"
+      else if (line ~ /team::helper/) k = "idle: decode team helpers spinning between loops"
       else if (line ~ /\[kernel/ || line ~ /sched_yield|futex|rayon/) k = "OS, page faults, thread wake-ups"
       else k = "executor (plan walk, row bases, allocation)"
       sum[k] += pct

@@ -89,7 +89,9 @@ fn team() -> Option<&'static Team> {
     .as_ref()
 }
 
-/// A helper's life: join every open epoch it sees, spin between them, park when idle.
+/// A helper's life: join every open epoch it sees, spin between them, park when idle. Never
+/// inlined, so that profiles show its spinning under its own name (`benches/profile.sh`).
+#[inline(never)]
 fn helper(shared: &Shared, parked: &AtomicBool) {
     let mut seen = 0u64;
     let mut idle_since = Instant::now();
