@@ -245,9 +245,13 @@ impl RowScan {
             if j < c {
                 let init = ops[j].as_f32().filter(|x| x.len() == o.len());
                 o.copy_from_slice(init.ok_or_else(|| bad(format!("carry {j} does not fit its result")))?);
-                args[j].ptr = o.as_ptr();
             }
-            results.push(o.as_mut_ptr());
+            // One pointer for both uses: the kernel reads a carry through it and writes it.
+            let p = o.as_mut_ptr();
+            if j < c {
+                args[j].ptr = p.cast_const();
+            }
+            results.push(p);
         }
         if rows == 0 || steps == 0 {
             return Ok(true);
