@@ -369,6 +369,22 @@ pub(crate) fn strides(shape: &[usize]) -> Dims {
     s
 }
 
+/// Element strides of a contiguous tensor of shape `from` read broadcast (numpy's rule, shapes
+/// aligned at the right) as `to`: 0 along every axis it is repeated on. `None` if `from` does
+/// not broadcast to `to`.
+pub(crate) fn broadcast_strides(from: &[usize], to: &[usize]) -> Option<Dims> {
+    let lead = to.len().checked_sub(from.len())?;
+    let mut out: Dims = SmallVec::from_elem(0, to.len());
+    for (i, (&f, s)) in from.iter().zip(strides(from)).enumerate() {
+        match to[lead + i] {
+            d if d == f => out[lead + i] = s,
+            _ if f == 1 => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Splits a shape around `axis` into `(outer, len, inner)`: the product of the dimensions
 /// before it, its size, and the product of those after it. Products saturate instead of
 /// overflowing; they are exact for any non-empty tensor (kernels treat empty ones first).

@@ -14,7 +14,7 @@
 use super::dest::Dest;
 use super::{matmul, resolve_shape, PAR_MIN_ELEMENTS};
 use crate::error::NodeErrorKind;
-use crate::tensor::{numel, quantized_operand, Dims, OutSlice, Tensor, TensorData};
+use crate::tensor::{broadcast_strides, numel, quantized_operand, Dims, OutSlice, Tensor, TensorData};
 use kiln_ir::{DType, Instr, Kernel, Level, Op};
 use rayon::prelude::*;
 use smallvec::SmallVec;
@@ -118,7 +118,10 @@ pub(crate) fn run_into(
                 what: format!("operand {k} has {} elements, read as {read:?}", data.len()),
             });
         }
-        readers.push(Reader { data, strides: broadcast_strides(&read, &shape) });
+        let strides = broadcast_strides(&read, &shape).ok_or_else(|| NodeErrorKind::Internal {
+            what: format!("operand {k} is read as {read:?}, which does not broadcast to {shape:?}"),
+        })?;
+        readers.push(Reader { data, strides });
     }
     let widths: Vec<usize> = kernel.outputs.iter().map(|o| if o.level == Level::Vector { cols } else { 1 }).collect();
     let fits = outs.len() == kernel.outputs.len()
@@ -220,18 +223,6 @@ pub(crate) fn matmul_product(
         return Err(NodeErrorKind::Internal { what: "matmul.fused needs two operands".into() });
     }
     matmul::matmul(products, &Op::MatMul { transpose_rhs }, transpose_rhs, &ops[..2], Dest::Alloc)?.into_owned()
-}
-
-/// Element strides of a tensor of `shape` broadcast (numpy-style) to `target`.
-fn broadcast_strides(shape: &[usize], target: &[usize]) -> Dims {
-    let mut strides: Dims = smallvec::smallvec![0; target.len()];
-    let mut stride = 1;
-    for (i, &d) in shape.iter().enumerate().rev() {
-        let j = target.len() - (shape.len() - i);
-        strides[j] = if d == 1 { 0 } else { stride };
-        stride *= d;
-    }
-    strides
 }
 
 fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {

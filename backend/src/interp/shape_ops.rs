@@ -12,7 +12,9 @@
 use super::dest::{Dest, Emitted};
 use super::{arity, check_axis, expect_dtype, resolve_dim, resolve_shape};
 use crate::error::NodeErrorKind;
-use crate::tensor::{for_dtype, numel, split_axis, strided_copy_into, strides, view_len, Dims, Element, Tensor};
+use crate::tensor::{
+    broadcast_strides, for_dtype, numel, split_axis, strided_copy_into, strides, view_len, Dims, Element, Tensor,
+};
 use kiln_ir::{DType, Dim, Op, Shape};
 
 /// Same elements, new shape. Takes the operand by value so a dying operand's buffer is reused.
@@ -36,18 +38,7 @@ pub(crate) fn broadcast(
     let x = ops[0];
     let target = resolve_shape(to, t)?;
     let bad = || NodeErrorKind::Broadcast { from: x.shape().to_vec(), to: target.to_vec() };
-    let from = x.shape();
-    let lead = target.len().checked_sub(from.len()).ok_or_else(bad)?;
-    let from_strides = strides(from);
-    let mut view_strides: Dims = Dims::from_elem(0, target.len());
-    for (i, (&f, &s)) in from.iter().zip(&from_strides).enumerate() {
-        let d = target[lead + i];
-        if f == d {
-            view_strides[lead + i] = s;
-        } else if f != 1 {
-            return Err(bad());
-        }
-    }
+    let view_strides = broadcast_strides(x.shape(), &target).ok_or_else(bad)?;
     strided(x, 0, target, &view_strides, dest)
 }
 

@@ -29,7 +29,7 @@
 use super::abi::{resolve, CallShape, ColStride, RowBases};
 use super::{CompiledKernel, JitError};
 use crate::team;
-use crate::tensor::{numel, Dims, OutSlice, Tensor};
+use crate::tensor::{broadcast_strides, numel, strided_copy_into, Dims, OutSlice, Tensor};
 use kiln_ir::{Graph, Instr, Level, NodeId, Op, ParamRole, Scan, Shape, Value};
 use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -349,36 +349,9 @@ fn view_map(arg: &[usize], views: &[View], t: usize) -> Result<Vec<usize>, Strin
 
 /// `map` (of a value of shape `from`) broadcast to `to`, numpy's rule.
 fn broadcast_map(map: &[usize], from: &[usize], to: &[usize]) -> Option<Vec<usize>> {
-    if from.len() > to.len() {
-        return None;
-    }
-    let lead = to.len() - from.len();
-    let mut strides: Dims = smallvec::smallvec![0; to.len()];
-    let mut step = 1usize;
-    for (i, &d) in from.iter().enumerate().rev() {
-        let j = lead + i;
-        if d != to[j] && d != 1 {
-            return None;
-        }
-        strides[j] = if d == 1 { 0 } else { step };
-        step = step.checked_mul(d)?;
-    }
-    let mut out = Vec::with_capacity(numel(to)?);
-    let mut index: Dims = smallvec::smallvec![0; to.len()];
-    let mut at = 0usize;
-    for _ in 0..numel(to)? {
-        out.push(*map.get(at)?);
-        for axis in (0..to.len()).rev() {
-            index[axis] += 1;
-            at += strides[axis];
-            if index[axis] < to[axis] {
-                break;
-            }
-            at -= strides[axis] * to[axis];
-            index[axis] = 0;
-        }
-    }
-    Some(out)
+    let strides = broadcast_strides(from, to)?;
+    let mut out = vec![0; numel(to)?];
+    strided_copy_into(map, 0, to, &strides, &mut out).then_some(out)
 }
 
 #[cfg(test)]
