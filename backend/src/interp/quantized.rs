@@ -27,7 +27,8 @@ use rayon::prelude::*;
 /// Weight rows a reference task decodes at once.
 const BLOCK_ROWS: usize = 64;
 
-/// The product of `ops[0]` (f32) with the quantized `ops[1]` into `dest`.
+/// The product of `ops[0]` (f32) with the quantized `ops[1]` into `dest` (reached from
+/// [`super::matmul::matmul`], which checked the arity).
 pub(crate) fn matmul(
     products: Products,
     op: &Op,
@@ -35,7 +36,6 @@ pub(crate) fn matmul(
     ops: &[&Tensor<'_>],
     dest: Dest<'_>,
 ) -> Result<Emitted, NodeErrorKind> {
-    arity(op, ops, 2)?;
     let a = f32_operand(op, ops, 0)?;
     let q = quantized_operand(op, ops, 1)?;
     let (d, out_shape) = product_dims(transpose_rhs, ops[0].shape(), ops[1].shape())?;
